@@ -1,0 +1,158 @@
+"""The compiled matcher that maps a request path and method to a rule.
+
+A :class:`Router` is built from a Werkzeug :class:`~werkzeug.routing.Map` and answers
+``match(path, method)`` with ``(rule, view_args)`` for the paths it can decide alone, or ``None``
+when the answer needs Werkzeug's full matcher: a 404 that might really be a slash redirect, a 405,
+a rule with ``redirect_to``, defaults that redirect, host or subdomain matching. The caller then asks
+Werkzeug, so every edge case keeps Werkzeug's exact behaviour while the common request costs one
+dict lookup (static rule) or one regex match (dynamic rule).
+
+Rules are ordered as Werkzeug's state machine would visit them: per path segment, static before
+dynamic, dynamic by the converter weights Werkzeug computes. A converter whose ``to_python`` raises
+:class:`~werkzeug.routing.ValidationError` makes its rule not match, and the next candidate is tried.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+from werkzeug.routing import Map, Rule, ValidationError
+
+if t.TYPE_CHECKING:
+    from werkzeug.routing import BaseConverter
+
+#: ``(rule, allowed methods or None, per-rule regex, [(group, name, converter)], deferred)``
+_Entry = tuple[Rule, "frozenset[str] | None", "re.Pattern[str]", list[tuple[str, str, "BaseConverter"]], bool]
+
+
+def _sort_key(rule: Rule) -> tuple[t.Any, ...]:
+    # Werkzeug walks the path segment by segment, trying the static transition first and the
+    # dynamic ones in weight order. Comparing rules segment-wise with that preference visits
+    # them in the same order; Python's stable sort keeps registration order for ties.
+    return tuple((0,) if part.static else (1, part.weight) for part in rule._parts)
+
+
+def _rule_regex(rule: Rule, index: int) -> tuple[str, list[tuple[str, str, BaseConverter]]]:
+    """Build one anchored-by-caller regex for *rule*'s path, with named groups per variable."""
+    pieces: list[str] = []
+    groups: list[tuple[str, str, BaseConverter]] = []
+    in_path = False
+    for is_dynamic, data in rule._trace:
+        if not in_path:
+            in_path = not is_dynamic and data == "|"
+            continue
+        if is_dynamic:
+            group = f"r{index}_{len(groups)}"
+            converter = rule._converters[data]
+            pieces.append(f"(?P<{group}>{converter.regex})")
+            groups.append((group, data, converter))
+        else:
+            pieces.append(re.escape(data))
+    return "".join(pieces), groups
+
+
+class Router:
+    """A rule table compiled for matching; built once from a map and rebuilt if rules are added.
+
+    :param url_map: the Werkzeug map whose rules are matched.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("_any", "_dynamic", "_nonstrict", "_rule_count", "_static", "url_map")
+
+    def __init__(self, url_map: Map) -> None:
+        self.url_map = url_map
+        url_map.update()  # compiles every rule (Werkzeug sorts and fills ``_parts``/``_trace``)
+        rules = list(url_map.iter_rules())
+        self._rule_count = len(rules)
+        self._nonstrict = any(not r.strict_slashes for r in rules)
+
+        # Endpoints with a rule that carries defaults can answer with a redirect to the rule
+        # that provides them (Werkzeug's ``redirect_defaults``); leave those to Werkzeug.
+        endpoints_with_defaults = {r.endpoint for r in rules if r.defaults}
+
+        self._static: dict[str, list[tuple[Rule, frozenset[str] | None, bool]]] = {}
+        self._dynamic: list[_Entry] = []
+        alternatives: list[str] = []
+        for rule in sorted(rules, key=_sort_key):
+            methods = frozenset(rule.methods) if rule.methods is not None else None
+            deferred = bool(
+                rule.redirect_to is not None
+                or rule.websocket
+                or rule.host
+                or rule.subdomain
+                or rule.endpoint in endpoints_with_defaults
+                or url_map.host_matching
+            )
+            if not rule.arguments:
+                path = "".join(data for dyn, data in rule._trace[rule._trace.index((False, "|")) + 1 :])
+                self._static.setdefault(path, []).append((rule, methods, deferred))
+                continue
+            index = len(self._dynamic)
+            source, groups = _rule_regex(rule, index)
+            self._dynamic.append((rule, methods, re.compile(source), groups, deferred))
+            alternatives.append(f"(?P<r{index}>{source})")
+        # PERF: one alternation regex tests every dynamic rule in priority order in C; the
+        # first alternative that matches the whole path is the rule Werkzeug would pick.
+        self._any = re.compile("|".join(alternatives)) if alternatives else None
+
+    def is_stale(self) -> bool:
+        """Whether rules were added to the map since this router was built."""
+        return len(self.url_map._rules) != self._rule_count
+
+    def match(self, path: str, method: str) -> tuple[Rule, dict[str, t.Any]] | None:
+        """Match *path* (a decoded, ``/``-prefixed path) and *method* (upper case).
+
+        :returns: ``(rule, view_args)`` with converted values and the rule's defaults, or ``None``
+            when Werkzeug's matcher must decide (including every error answer).
+        """
+        static = self._static.get(path)
+        if static is not None:
+            for rule, methods, deferred in static:
+                if methods is None or method in methods:
+                    if deferred:
+                        return None
+                    return rule, dict(rule.defaults) if rule.defaults else {}
+        if self._any is None:
+            return None
+        found = self._any.fullmatch(path)
+        if found is None:
+            return None
+        # ``lastgroup`` is the outermost group that closed last: the matching alternative.
+        start = int(t.cast(str, found.lastgroup)[1:])
+        for index in range(start, len(self._dynamic)):
+            rule, methods, regex, groups, deferred = self._dynamic[index]
+            matched = found if index == start else regex.fullmatch(path)
+            if matched is None:
+                continue
+            if methods is not None and method not in methods:
+                continue
+            if deferred:
+                return None
+            values: dict[str, t.Any] = {}
+            try:
+                for group, name, converter in groups:
+                    values[name] = converter.to_python(matched.group(group))
+            except ValidationError:
+                continue
+            if rule.defaults:
+                values.update(rule.defaults)
+            return rule, values
+        return None
+
+    def surely_missing(self, path: str) -> bool:
+        """Whether Werkzeug would answer 404 for *path*, decided without asking it.
+
+        True only when no rule matches the path or the path with a slash added, and nothing
+        else (merged slashes, a non-strict rule) could turn the miss into a redirect.
+        """
+        if self._nonstrict or "//" in path:
+            return False
+        for candidate in (path, path + "/"):
+            if candidate in self._static:
+                return False
+            if self._any is not None and self._any.fullmatch(candidate) is not None:
+                return False
+        return True

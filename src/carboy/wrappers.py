@@ -1,0 +1,158 @@
+"""Request and response classes: Werkzeug's, plus what Flask adds.
+
+Flask-compatible: ``flask.wrappers``. Both subclass Werkzeug's wrappers, so ``isinstance`` checks
+against ``werkzeug.wrappers.Request``/``Response`` in extensions hold.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.wrappers import Request as _WerkzeugRequest
+from werkzeug.wrappers import Response as _WerkzeugResponse
+
+from . import json
+from .globals import _cv_app
+
+if t.TYPE_CHECKING:
+    from werkzeug.routing import Rule
+
+
+def _config(key: str, default: t.Any) -> t.Any:
+    ctx = _cv_app.get(None)
+    return default if ctx is None else ctx.app.config[key]
+
+
+class Request(_WerkzeugRequest):
+    """The request object behind :data:`carboy.request`.
+
+    Flask-compatible: ``flask.Request``. Size limits come from the app's config
+    (``MAX_CONTENT_LENGTH``, ``MAX_FORM_MEMORY_SIZE``, ``MAX_FORM_PARTS``) unless set on the
+    instance; exceeding them raises :class:`~werkzeug.exceptions.RequestEntityTooLarge` (413).
+    """
+
+    #: The JSON module used by :meth:`get_json`; the app's provider when an app is active.
+    json_module: t.Any = json
+
+    #: The rule that matched, or ``None`` before matching or when matching failed.
+    url_rule: Rule | None = None
+    #: The matched view arguments, or ``None`` when matching failed.
+    view_args: dict[str, t.Any] | None = None
+    #: The routing error (404, 405, redirect) kept until the view would run.
+    routing_exception: HTTPException | None = None
+
+    _max_content_length: int | None = None
+    _max_form_memory_size: int | None = None
+    _max_form_parts: int | None = None
+
+    @property
+    def max_content_length(self) -> int | None:  # type: ignore[override]
+        """Maximum body size in bytes: the instance value, else ``MAX_CONTENT_LENGTH``."""
+        if self._max_content_length is not None:
+            return self._max_content_length
+        return t.cast("int | None", _config("MAX_CONTENT_LENGTH", None))
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
+
+    @property
+    def max_form_memory_size(self) -> int | None:  # type: ignore[override]
+        """Maximum size in bytes of one non-file form field: ``MAX_FORM_MEMORY_SIZE``."""
+        if self._max_form_memory_size is not None:
+            return self._max_form_memory_size
+        return t.cast("int | None", _config("MAX_FORM_MEMORY_SIZE", 500_000))
+
+    @max_form_memory_size.setter
+    def max_form_memory_size(self, value: int | None) -> None:
+        self._max_form_memory_size = value
+
+    @property
+    def max_form_parts(self) -> int | None:  # type: ignore[override]
+        """Maximum number of multipart parts: ``MAX_FORM_PARTS``."""
+        if self._max_form_parts is not None:
+            return self._max_form_parts
+        return t.cast("int | None", _config("MAX_FORM_PARTS", 1_000))
+
+    @max_form_parts.setter
+    def max_form_parts(self, value: int | None) -> None:
+        self._max_form_parts = value
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint of the matched rule, or ``None``."""
+        rule = self.url_rule
+        return rule.endpoint if rule is not None else None
+
+    @property
+    def blueprint(self) -> str | None:
+        """The dotted name of the blueprint that owns the endpoint, or ``None``."""
+        endpoint = self.endpoint
+        if endpoint is not None and "." in endpoint:
+            return endpoint.rpartition(".")[0]
+        return None
+
+    @property
+    def blueprints(self) -> list[str]:
+        """The blueprint and its parents, innermost first (``["a.b", "a"]``), or ``[]``."""
+        name = self.blueprint
+        if name is None:
+            return []
+        return split_blueprint_path(name)
+
+    def _load_form_data(self) -> None:
+        super()._load_form_data()
+        # In debug mode, explain why a form key is missing when the form was not sent as one.
+        ctx = _cv_app.get(None)
+        if (
+            ctx is not None
+            and ctx.app.debug
+            and self.mimetype != "multipart/form-data"
+            and not self.files
+        ):
+            from .debughelpers import attach_enctype_error_multidict
+
+            attach_enctype_error_multidict(self)
+
+    def on_json_loading_failed(self, e: ValueError | None) -> t.Any:
+        """Answer a body that is not valid JSON with 400 (415 for a non-JSON content type).
+
+        :raises werkzeug.exceptions.BadRequest: with the parse error's message in debug mode.
+        """
+        try:
+            return super().on_json_loading_failed(e)
+        except BadRequest as error:
+            ctx = _cv_app.get(None)
+            if ctx is not None and ctx.app.debug:
+                raise
+            raise BadRequest() from error
+
+
+def split_blueprint_path(name: str) -> list[str]:
+    """``"a.b.c"`` → ``["a.b.c", "a.b", "a"]``: a blueprint and its parents, innermost first."""
+    out = [name]
+    while "." in name:
+        name = name.rpartition(".")[0]
+        out.append(name)
+    return out
+
+
+class Response(_WerkzeugResponse):
+    """The response class; ``text/html`` by default.
+
+    Flask-compatible: ``flask.Response``.
+    """
+
+    default_mimetype: str | None = "text/html"
+    #: The JSON module behind :attr:`json`; the app's provider when an app is active.
+    json_module: t.Any = json
+    autocorrect_location_header = False
+
+    @property
+    def max_cookie_size(self) -> int:  # type: ignore[override]
+        """``MAX_COOKIE_SIZE`` from the active app's config, else Werkzeug's default."""
+        ctx = _cv_app.get(None)
+        if ctx is not None:
+            return int(ctx.app.config["MAX_COOKIE_SIZE"])
+        return super().max_cookie_size

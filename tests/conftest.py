@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import sys
+import typing as t
+
+import pytest
+
+import carboy
+from carboy.globals import _cv_app, _cv_request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+class ChainApp(carboy.Carboy):
+    """Overrides a dispatch step, so requests take Flask's plain method chain instead of
+    carboy's short path. Tests run on both to prove the two behave alike."""
+
+    def dispatch_request(self) -> t.Any:
+        return super().dispatch_request()
+
+
+@pytest.fixture(params=["short-path", "method-chain"])
+def app(request: pytest.FixtureRequest) -> carboy.Carboy:
+    cls = carboy.Carboy if request.param == "short-path" else ChainApp
+    app = cls("test_app", root_path=os.path.dirname(__file__))
+    app.config.update(TESTING=True, SECRET_KEY="test key")
+    return app
+
+
+@pytest.fixture
+def client(app: carboy.Carboy) -> t.Any:
+    return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def _no_context_left_pushed() -> t.Iterator[None]:
+    yield
+    leaked = []
+    if _cv_request.get(None) is not None:
+        leaked.append(f"request context {_cv_request.get()!r}")
+    if _cv_app.get(None) is not None:
+        leaked.append(f"app context for {_cv_app.get().app!r}")
+    assert not leaked, "a test left a context pushed: " + ", ".join(leaked)
