@@ -126,8 +126,14 @@ def test_hooks_order_and_short_circuit(app: carboy.Carboy, client) -> None:
     rv = client.get("/")
     assert rv.headers["X-After"] == "yes"
     assert calls == [
-        "before1", "before2", "view", "after_this_request", "after2", "after1",
-        "teardown None", "teardown_app",
+        "before1",
+        "before2",
+        "view",
+        "after_this_request",
+        "after2",
+        "after1",
+        "teardown None",
+        "teardown_app",
     ]
     calls.clear()
     assert client.get("/?stop=1").data == b"stopped"

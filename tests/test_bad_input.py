@@ -35,9 +35,7 @@ def echo_app(app: carboy.Carboy) -> carboy.Carboy:
 
 
 def test_malformed_json_is_400(echo_app: carboy.Carboy) -> None:
-    rv = echo_app.test_client().post(
-        "/json", data="{not json", content_type="application/json"
-    )
+    rv = echo_app.test_client().post("/json", data="{not json", content_type="application/json")
     assert rv.status_code == 400
 
 
@@ -65,7 +63,9 @@ def test_more_form_parts_than_max_form_parts_is_413(echo_app: carboy.Carboy) -> 
     fields = {f"f{i}": "v" for i in range(6)}
     rv = client.post("/form", data=fields, content_type="multipart/form-data")
     assert rv.status_code == 413
-    ok = client.post("/form", data=dict(list(fields.items())[:4]), content_type="multipart/form-data")
+    ok = client.post(
+        "/form", data=dict(list(fields.items())[:4]), content_type="multipart/form-data"
+    )
     assert ok.json == {"fields": 4, "files": 0}
 
 

@@ -17,7 +17,9 @@ def _run(app: t.Any, **kwargs: t.Any) -> tuple[str, list[tuple[str, str]], bytes
     environ["wsgi.errors"] = io.StringIO()
     captured: dict[str, t.Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+    ) -> t.Any:
         captured["status"], captured["headers"] = status, headers
         return lambda data: None
 

@@ -81,8 +81,10 @@ class BlueprintSetupState:
     ) -> None:
         """Register a rule on the app with the blueprint's prefix, subdomain and dotted name."""
         if self.url_prefix is not None:
-            rule = "/".join((self.url_prefix.rstrip("/"), rule.lstrip("/"))) if rule else (
-                self.url_prefix
+            rule = (
+                "/".join((self.url_prefix.rstrip("/"), rule.lstrip("/")))
+                if rule
+                else (self.url_prefix)
             )
         options.setdefault("subdomain", self.subdomain)
         if endpoint is None:
@@ -229,12 +231,12 @@ class Blueprint(Scaffold):
             deferred(state)
 
         group = options.get("cli_group", self.cli_group)
-        if self.cli.commands:  # type: ignore[attr-defined]
+        if self.cli.commands:
             if group is None:
-                app.cli.commands.update(self.cli.commands)  # type: ignore[attr-defined]
+                app.cli.commands.update(self.cli.commands)
             else:
                 self.cli.name = name if group is _sentinel else group
-                app.cli.add_command(self.cli)  # type: ignore[attr-defined]
+                app.cli.add_command(self.cli)
 
         for blueprint, bp_options in self._blueprints:
             bp_options = bp_options.copy()
@@ -259,16 +261,17 @@ class Blueprint(Scaffold):
             app.error_handler_spec[scoped(key)] = defaultdict(
                 dict, {code: dict(handlers) for code, handlers in by_code.items()}
             )
-        for own, target in (
+        registries: tuple[tuple[t.Any, t.Any], ...] = (
             (self.before_request_funcs, app.before_request_funcs),
             (self.after_request_funcs, app.after_request_funcs),
             (self.teardown_request_funcs, app.teardown_request_funcs),
             (self.url_default_functions, app.url_default_functions),
             (self.url_value_preprocessors, app.url_value_preprocessors),
             (self.template_context_processors, app.template_context_processors),
-        ):
-            for key, funcs in own.items():  # type: ignore[attr-defined]
-                target.setdefault(scoped(key), []).extend(funcs)  # type: ignore[attr-defined]
+        )
+        for own, target in registries:
+            for key, funcs in own.items():
+                target.setdefault(scoped(key), []).extend(funcs)
 
     @setupmethod
     def add_url_rule(
@@ -375,9 +378,7 @@ class Blueprint(Scaffold):
         return f
 
     @setupmethod
-    def app_errorhandler(
-        self, code: type[Exception] | int
-    ) -> t.Callable[[T_error], T_error]:
+    def app_errorhandler(self, code: type[Exception] | int) -> t.Callable[[T_error], T_error]:
         """Like :meth:`errorhandler`, for errors anywhere in the app."""
 
         def decorator(f: T_error) -> T_error:

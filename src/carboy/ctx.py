@@ -108,8 +108,7 @@ def copy_current_request_context(f: F) -> F:
     ctx = _cv_request.get(None)
     if ctx is None:
         raise RuntimeError(
-            "'copy_current_request_context' needs an active request context, such as inside"
-            " a view."
+            "'copy_current_request_context' needs an active request context, such as inside a view."
         )
     ctx = ctx.copy()
 

@@ -150,7 +150,9 @@ def url_for(
     )
 
 
-def redirect(location: str, code: int = 302, Response: type[BaseResponse] | None = None) -> BaseResponse:  # noqa: N803
+def redirect(
+    location: str, code: int = 302, Response: type[BaseResponse] | None = None
+) -> BaseResponse:
     """A redirect response to *location* (status *code*, 302 by default).
 
     Flask-compatible: ``flask.redirect``; uses the app's :meth:`Carboy.redirect` when active.

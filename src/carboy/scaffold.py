@@ -75,7 +75,7 @@ def get_root_path(import_name: str) -> str:
             f"No root path can be found for {import_name!r}: it is a namespace package."
             " Pass 'root_path' explicitly."
         )
-    return os.path.dirname(os.path.abspath(t.cast(str, spec.origin)))
+    return os.path.dirname(os.path.abspath(spec.origin))
 
 
 def _endpoint_from_view_func(view_func: t.Callable[..., t.Any]) -> str:
@@ -110,7 +110,7 @@ class Scaffold:
     ) -> None:
         #: The module or package name this object belongs to.
         self.import_name = import_name
-        self.static_folder = static_folder  # type: ignore[assignment]
+        self.static_folder = static_folder
         self.static_url_path = static_url_path
         #: The templates folder relative to :attr:`root_path`, or ``None``.
         self.template_folder = template_folder
@@ -214,8 +214,8 @@ class Scaffold:
             raise ValueError("Resources can only be opened for reading ('r', 'rt' or 'rb').")
         path = os.path.join(self.root_path, resource)
         if mode == "rb":
-            return open(path, mode)  # noqa: SIM115
-        return open(path, mode, encoding=encoding)  # noqa: SIM115
+            return open(path, mode)
+        return open(path, mode, encoding=encoding)
 
     def send_static_file(self, filename: str) -> Response:
         """Serve *filename* from :attr:`static_folder` (the ``static`` endpoint's view).
@@ -451,8 +451,8 @@ def _find_package_path(import_name: str) -> str:
             if not locations:
                 return os.getcwd()
             return os.path.dirname(locations[0])
-        return os.path.dirname(os.path.dirname(t.cast(str, spec.origin)))
-    return os.path.dirname(t.cast(str, spec.origin))
+        return os.path.dirname(os.path.dirname(str(spec.origin)))
+    return os.path.dirname(str(spec.origin))
 
 
 def find_instance_path(import_name: str, app_name: str) -> str:

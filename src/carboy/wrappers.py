@@ -47,7 +47,7 @@ class Request(_WerkzeugRequest):
     _max_form_parts: int | None = None
 
     @property
-    def max_content_length(self) -> int | None:  # type: ignore[override]
+    def max_content_length(self) -> int | None:
         """Maximum body size in bytes: the instance value, else ``MAX_CONTENT_LENGTH``."""
         if self._max_content_length is not None:
             return self._max_content_length
@@ -58,7 +58,7 @@ class Request(_WerkzeugRequest):
         self._max_content_length = value
 
     @property
-    def max_form_memory_size(self) -> int | None:  # type: ignore[override]
+    def max_form_memory_size(self) -> int | None:
         """Maximum size in bytes of one non-file form field: ``MAX_FORM_MEMORY_SIZE``."""
         if self._max_form_memory_size is not None:
             return self._max_form_memory_size
@@ -68,8 +68,8 @@ class Request(_WerkzeugRequest):
     def max_form_memory_size(self, value: int | None) -> None:
         self._max_form_memory_size = value
 
-    @property
-    def max_form_parts(self) -> int | None:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def max_form_parts(self) -> int | None:
         """Maximum number of multipart parts: ``MAX_FORM_PARTS``."""
         if self._max_form_parts is not None:
             return self._max_form_parts

@@ -1,15 +1,16 @@
 """The compiled matcher that maps a request path and method to a rule.
 
 A :class:`Router` is built from a Werkzeug :class:`~werkzeug.routing.Map` and answers
-``match(path, method)`` with ``(rule, view_args)`` for the paths it can decide alone, or ``None``
-when the answer needs Werkzeug's full matcher: a 404 that might really be a slash redirect, a 405,
-a rule with ``redirect_to``, defaults that redirect, host or subdomain matching. The caller then asks
-Werkzeug, so every edge case keeps Werkzeug's exact behaviour while the common request costs one
-dict lookup (static rule) or one regex match (dynamic rule).
+``match(path, method)`` with ``(rule, view_args)`` for the paths it can decide alone, or
+``None`` when the answer needs Werkzeug's full matcher: a 404 that might really be a slash
+redirect, a 405, a rule with ``redirect_to``, defaults that redirect, host or subdomain matching.
+The caller then asks Werkzeug, so every edge case keeps Werkzeug's exact behaviour while the
+common request costs one dict lookup (static rule) or one regex match (dynamic rule).
 
-Rules are ordered as Werkzeug's state machine would visit them: per path segment, static before
-dynamic, dynamic by the converter weights Werkzeug computes. A converter whose ``to_python`` raises
-:class:`~werkzeug.routing.ValidationError` makes its rule not match, and the next candidate is tried.
+Rules are ordered as Werkzeug's state machine would visit them: per path segment, static
+before dynamic, dynamic by the converter weights Werkzeug computes. A converter whose
+``to_python`` raises :class:`~werkzeug.routing.ValidationError` makes its rule not match, and
+the next candidate is tried.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ if t.TYPE_CHECKING:
     from werkzeug.routing import BaseConverter
 
 #: ``(rule, allowed methods or None, per-rule regex, [(group, name, converter)], deferred)``
-_Entry = tuple[Rule, "frozenset[str] | None", "re.Pattern[str]", list[tuple[str, str, "BaseConverter"]], bool]
+_Entry = tuple[
+    Rule, "frozenset[str] | None", "re.Pattern[str]", list[tuple[str, str, "BaseConverter"]], bool
+]
 
 
 def _sort_key(rule: Rule) -> tuple[t.Any, ...]:
@@ -87,7 +90,9 @@ class Router:
                 or url_map.host_matching
             )
             if not rule.arguments:
-                path = "".join(data for dyn, data in rule._trace[rule._trace.index((False, "|")) + 1 :])
+                path = "".join(
+                    data for dyn, data in rule._trace[rule._trace.index((False, "|")) + 1 :]
+                )
                 self._static.setdefault(path, []).append((rule, methods, deferred))
                 continue
             index = len(self._dynamic)
