@@ -361,10 +361,7 @@ class Carboy(App):
             for name in _DISPATCH_STEPS
         )
         self._fast = not overridden
-        provider = self.json
-        self._json_fast = type(provider) is DefaultJSONProvider and hasattr(
-            provider, "_response_text"
-        )
+        self._json_fast = type(self.json) is DefaultJSONProvider
         return self._fast
 
     def _plan(self, endpoint: str | None) -> _Plan:
