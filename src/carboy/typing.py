@@ -9,9 +9,9 @@ import collections.abc as cabc
 import typing as t
 
 if t.TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication  # noqa: F401
-    from werkzeug.datastructures import Headers  # noqa: F401
-    from werkzeug.sansio.response import Response  # noqa: F401
+    from _typeshed.wsgi import WSGIApplication
+    from werkzeug.datastructures import Headers
+    from werkzeug.sansio.response import Response
 
 ResponseValue = t.Union[
     "Response",
@@ -46,13 +46,13 @@ AfterRequestCallable = t.Union[
 ]
 BeforeFirstRequestCallable = t.Union[t.Callable[[], None], t.Callable[[], t.Awaitable[None]]]
 BeforeRequestCallable = t.Union[
-    t.Callable[[], t.Optional[ResponseReturnValue]],
-    t.Callable[[], t.Awaitable[t.Optional[ResponseReturnValue]]],
+    t.Callable[[], ResponseReturnValue | None],
+    t.Callable[[], t.Awaitable[ResponseReturnValue | None]],
 ]
 ShellContextProcessorCallable = t.Callable[[], dict[str, t.Any]]
 TeardownCallable = t.Union[
-    t.Callable[[t.Optional[BaseException]], None],
-    t.Callable[[t.Optional[BaseException]], t.Awaitable[None]],
+    t.Callable[[BaseException | None], None],
+    t.Callable[[BaseException | None], t.Awaitable[None]],
 ]
 TemplateContextProcessorCallable = t.Union[
     t.Callable[[], dict[str, t.Any]],
@@ -62,7 +62,7 @@ TemplateFilterCallable = t.Callable[..., t.Any]
 TemplateGlobalCallable = t.Callable[..., t.Any]
 TemplateTestCallable = t.Callable[..., bool]
 URLDefaultCallable = t.Callable[[str, dict[str, t.Any]], None]
-URLValuePreprocessorCallable = t.Callable[[t.Optional[str], t.Optional[dict[str, t.Any]]], None]
+URLValuePreprocessorCallable = t.Callable[[str | None, dict[str, t.Any] | None], None]
 ErrorHandlerCallable = t.Union[
     t.Callable[[t.Any], ResponseReturnValue],
     t.Callable[[t.Any], t.Awaitable[ResponseReturnValue]],

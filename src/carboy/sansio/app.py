@@ -411,7 +411,7 @@ class App(Scaffold):
         from ..testing import CarboyClient
 
         cls = self.test_client_class or CarboyClient
-        return cls(self, self.response_class, use_cookies=use_cookies, **kwargs)
+        return cls(self._as_carboy, self.response_class, use_cookies=use_cookies, **kwargs)
 
     def test_cli_runner(self, **kwargs: t.Any) -> CarboyCliRunner:
         """A CLI runner for the app's commands.
@@ -421,7 +421,7 @@ class App(Scaffold):
         from ..testing import CarboyCliRunner
 
         cls = self.test_cli_runner_class or CarboyCliRunner
-        return cls(self, **kwargs)
+        return cls(self._as_carboy, **kwargs)
 
     def run(
         self,
