@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule, ValidationError
 
 import carboy
+from carboy.routing import Map as CarboyMap
 from carboy.routing import Router
 
 
@@ -292,12 +293,18 @@ def test_router_agrees_with_werkzeug(method: str) -> None:
         # Otherwise the app asks Werkzeug, which is correct by definition.
 
 
-def test_router_rebuilds_when_rules_are_added() -> None:
-    url_map = Map([Rule("/a", endpoint="a")])
+def test_router_rebuilds_when_rules_are_added(app: carboy.Carboy, client) -> None:
+    url_map = CarboyMap([Rule("/a", endpoint="a")])
     router = Router(url_map)
     assert not router.is_stale()
     url_map.add(Rule("/b", endpoint="b"))
     assert router.is_stale()
+
+    # The app's map is a carboy Map: a rule added straight to it is matched after a request.
+    app.add_url_rule("/first", "first", lambda: "first")
+    assert client.get("/first").data == b"first"
+    app.url_map.add(Rule("/direct", endpoint="first"))
+    assert client.get("/direct").data == b"first"
 
 
 def test_router_decides_most_requests_alone() -> None:

@@ -422,7 +422,7 @@ class Carboy(App):
                 ):
                     rv = self.dispatch_request()
                 else:
-                    rv = view(**t.cast(dict[str, t.Any], ctx._view_args))
+                    rv = view(**ctx._view_args)  # type: ignore[arg-type]
         except Exception as e:
             return self.finalize_request(self.handle_user_exception(e))
         # PERF: a str or dict return with no after hooks, no session use and no request_finished
@@ -438,9 +438,9 @@ class Carboy(App):
         ):
             cls = rv.__class__
             if cls is str:
-                return _Body(t.cast(str, rv).encode(), "text/html; charset=utf-8")
+                return _Body(rv.encode(), "text/html; charset=utf-8")  # type: ignore[union-attr]
             if (cls is dict or cls is list) and self._json_fast:
-                provider = t.cast(DefaultJSONProvider, self.json)
+                provider: DefaultJSONProvider = self.json  # type: ignore[assignment]
                 return _Body(provider._response_text(rv).encode(), provider.mimetype)
         return self.finalize_request(rv)
 
@@ -488,13 +488,13 @@ class Carboy(App):
         req = ctx.request
         if req.routing_exception is not None:
             self.raise_routing_exception(req)
-        rule = t.cast(Rule, req.url_rule)
+        rule: Rule = req.url_rule  # type: ignore[assignment]
         if getattr(rule, "provide_automatic_options", False) and req.method == "OPTIONS":
             return self.make_default_options_response()
         view = self._plan(rule.endpoint).view
         if view is None:
             view = self.ensure_sync(self.view_functions[rule.endpoint])
-        return view(**t.cast(dict[str, t.Any], req.view_args))  # type: ignore[no-any-return]
+        return view(**req.view_args)  # type: ignore[arg-type,no-any-return]
 
     def raise_routing_exception(self, request: Request) -> t.NoReturn:
         """Raise the request's routing exception; in debug mode, explain a redirect that
@@ -604,6 +604,10 @@ class Carboy(App):
                 status = headers = None
             elif isinstance(rv, dict | list):
                 rv = self.json.response(rv)
+            elif isinstance(rv, HTTPException):
+                # PERF: ask the error for its response object instead of running it as a WSGI
+                # app and parsing the output back (same status, headers and body; ~15 µs).
+                rv = self.response_class.force_type(rv.get_response(_cv_request.get().environ))
             elif isinstance(rv, BaseResponse) or callable(rv):
                 try:
                     rv = self.response_class.force_type(

@@ -9,8 +9,8 @@ which answers the common cases without binding a ``MapAdapter`` per request.
 
 from __future__ import annotations
 
-from werkzeug.routing import BaseConverter, BuildError, Map, Rule, ValidationError
+from werkzeug.routing import BaseConverter, BuildError, Rule, ValidationError
 
-from .router import Router
+from .router import Map, Router
 
 __all__ = ["BaseConverter", "BuildError", "Map", "Router", "Rule", "ValidationError"]

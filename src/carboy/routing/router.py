@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 import typing as t
 
-from werkzeug.routing import Map, Rule, ValidationError
+from werkzeug.routing import Map as _WerkzeugMap
+from werkzeug.routing import Rule, ValidationError
 
 if t.TYPE_CHECKING:
     from werkzeug.routing import BaseConverter
@@ -27,6 +28,23 @@ if t.TYPE_CHECKING:
 _Entry = tuple[
     Rule, "frozenset[str] | None", "re.Pattern[str]", list[tuple[str, str, "BaseConverter"]], bool
 ]
+
+
+class Map(_WerkzeugMap):
+    """Werkzeug's :class:`~werkzeug.routing.Map`, counting the rules added to it.
+
+    Flask-compatible: the class of ``flask.Flask.url_map`` (a Werkzeug map). The count lets a
+    :class:`Router` notice new rules without listing the map's rules on every request.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Incremented by every :meth:`add`.
+    version = 0
+
+    def add(self, rulefactory: t.Any) -> None:
+        super().add(rulefactory)
+        self.version += 1
 
 
 def _sort_key(rule: Rule) -> tuple[t.Any, ...]:
@@ -63,13 +81,13 @@ class Router:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_any", "_dynamic", "_nonstrict", "_rule_count", "_static", "url_map")
+    __slots__ = ("_any", "_dynamic", "_nonstrict", "_static", "_version", "url_map")
 
-    def __init__(self, url_map: Map) -> None:
+    def __init__(self, url_map: _WerkzeugMap) -> None:
         self.url_map = url_map
         url_map.update()  # compiles every rule (Werkzeug sorts and fills ``_parts``/``_trace``)
         rules = list(url_map.iter_rules())
-        self._rule_count = len(rules)
+        self._version = getattr(url_map, "version", 0)
         self._nonstrict = any(not r.strict_slashes for r in rules)
 
         # Endpoints with a rule that carries defaults can answer with a redirect to the rule
@@ -104,8 +122,12 @@ class Router:
         self._any = re.compile("|".join(alternatives)) if alternatives else None
 
     def is_stale(self) -> bool:
-        """Whether rules were added to the map since this router was built."""
-        return len(self.url_map._rules) != self._rule_count
+        """Whether rules were added to the map since this router was built.
+
+        Only a :class:`Map` counts its rules; with another map class, the app drops its router
+        whenever a rule is registered through it instead.
+        """
+        return getattr(self.url_map, "version", 0) != self._version
 
     def match(self, path: str, method: str) -> tuple[Rule, dict[str, t.Any]] | None:
         """Match *path* (a decoded, ``/``-prefixed path) and *method* (upper case).
@@ -126,7 +148,7 @@ class Router:
         if found is None:
             return None
         # ``lastgroup`` is the outermost group that closed last: the matching alternative.
-        start = int(t.cast(str, found.lastgroup)[1:])
+        start = int(found.lastgroup[1:])  # type: ignore[index]
         for index in range(start, len(self._dynamic)):
             rule, methods, regex, groups, deferred = self._dynamic[index]
             matched = found if index == start else regex.fullmatch(path)

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from werkzeug.datastructures import ImmutableDict
 from werkzeug.exceptions import Aborter, BadRequest, BadRequestKeyError
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Rule
 
 from .. import typing as ft
 from ..config import DEFAULT_CONFIG, Config, ConfigAttribute
@@ -23,6 +23,7 @@ from ..globals import g
 from ..helpers import get_debug_flag, get_load_dotenv
 from ..json.provider import DefaultJSONProvider, JSONProvider
 from ..logging import create_logger
+from ..routing import Map
 from ..scaffold import Scaffold, _endpoint_from_view_func, find_instance_path, setupmethod
 from ..sessions import SecureCookieSessionInterface, SessionInterface
 from ..templating import Environment
@@ -185,6 +186,7 @@ class App(Scaffold):
                 " others; make every setup call (routes, hooks, blueprints) before serving."
             )
         self._plans.clear()
+        self._router = None
         self._fast = None
 
     @property

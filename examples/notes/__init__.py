@@ -1,0 +1,57 @@
+"""A small multi-user notes service, written as an ordinary Flask-style app on carboy.
+
+Run it with the development server::
+
+    carboy --app examples.notes init-db   # optional: the schema is created on first start
+    carboy --app examples.notes run
+
+or under gunicorn::
+
+    gunicorn 'examples.notes:create_app()'
+
+Settings come, in increasing priority, from the built-in defaults, ``<instance>/config.py`` and
+``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...).
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+from carboy import Carboy
+
+from . import api, db, errors, pages
+
+
+def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
+    """Build and return a configured notes application.
+
+    ``test_config`` replaces the instance file and environment lookups, so tests stay hermetic.
+    It may carry an ``INSTANCE_PATH`` key to move the instance folder somewhere temporary.
+    """
+    overrides = dict(test_config or {})
+    instance_path = overrides.pop("INSTANCE_PATH", None)
+    app = Carboy(__name__, instance_relative_config=True, instance_path=instance_path)
+
+    app.config.from_mapping(
+        SECRET_KEY="dev",
+        DATABASE=os.path.join(app.instance_path, "notes.sqlite"),
+        NOTE_TITLE_MAX=200,
+    )
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("CARBOY")
+    else:
+        app.config.from_mapping(overrides)
+
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp, url_prefix="/api")
+
+    with app.app_context():
+        db.ensure_schema()
+
+    return app

@@ -1,0 +1,81 @@
+"""JSON API mounted under ``/api``; it shares the cookie session with the pages."""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+
+from werkzeug.exceptions import HTTPException
+
+from carboy import Blueprint, current_app, g, jsonify, request, url_for
+
+from . import queries
+
+bp = Blueprint("api", __name__)
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def error_body(status: int, message: str) -> tuple[dict[str, t.Any], int]:
+    return {"error": {"status": status, "message": message}}, status
+
+
+def api_login_required(view: F) -> F:
+    """Answer 401 with a JSON body instead of redirecting to the login page."""
+
+    @functools.wraps(view)
+    def guarded(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        if g.user is None:
+            return error_body(401, "Log in to use the notes API.")
+        return view(*args, **kwargs)
+
+    return t.cast(F, guarded)
+
+
+@bp.errorhandler(HTTPException)
+def http_error_as_json(exc: HTTPException) -> t.Any:
+    status = exc.code or 500
+    return error_body(status, exc.description or exc.name)
+
+
+@bp.get("/notes")
+@api_login_required
+def list_notes() -> t.Any:
+    rows = queries.notes_for(g.user["id"])
+    return jsonify(notes=[queries.note_as_dict(r) for r in rows], count=len(rows))
+
+
+@bp.post("/notes")
+@api_login_required
+def create_note() -> t.Any:
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        return error_body(400, "Send a JSON object with 'title' and optional 'body'.")
+    title = payload.get("title")
+    body = payload.get("body", "")
+    problem = queries.check_note_fields(title, body, current_app.config["NOTE_TITLE_MAX"])
+    if problem is not None:
+        return error_body(400, problem)
+    assert isinstance(title, str) and isinstance(body, str)
+    note_id = queries.add_note(g.user["id"], title.strip(), body)
+    row = queries.note_for(g.user["id"], note_id)
+    assert row is not None
+    location = url_for("api.get_note", note_id=note_id)
+    return queries.note_as_dict(row), 201, {"Location": location}
+
+
+@bp.get("/notes/<int:note_id>")
+@api_login_required
+def get_note(note_id: int) -> t.Any:
+    row = queries.note_for(g.user["id"], note_id)
+    if row is None:
+        return error_body(404, f"No note {note_id}.")
+    return queries.note_as_dict(row)
+
+
+@bp.delete("/notes/<int:note_id>")
+@api_login_required
+def delete_note(note_id: int) -> t.Any:
+    if not queries.remove_note(g.user["id"], note_id):
+        return error_body(404, f"No note {note_id}.")
+    return "", 204

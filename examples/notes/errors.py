@@ -1,0 +1,33 @@
+"""Application-wide error pages (JSON under ``/api``, HTML everywhere else)."""
+
+from __future__ import annotations
+
+import typing as t
+
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from carboy import render_template, request
+
+if t.TYPE_CHECKING:
+    from carboy import Carboy
+
+
+def _wants_json() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def not_found(exc: HTTPException) -> t.Any:
+    if _wants_json():
+        return {"error": {"status": 404, "message": "No such API endpoint."}}, 404
+    return render_template("errors/404.html", path=request.path), 404
+
+
+def server_error(exc: InternalServerError) -> t.Any:
+    if _wants_json():
+        return {"error": {"status": 500, "message": "Internal server error."}}, 500
+    return render_template("errors/500.html"), 500
+
+
+def init_app(app: Carboy) -> None:
+    app.errorhandler(404)(not_found)
+    app.errorhandler(500)(server_error)

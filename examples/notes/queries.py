@@ -1,0 +1,109 @@
+"""Data access shared by the HTML pages and the JSON API."""
+
+from __future__ import annotations
+
+import sqlite3
+import typing as t
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .db import get_db
+
+
+class UsernameTaken(Exception):
+    """Raised when registering a name that already has an account."""
+
+
+def account_by_id(account_id: int) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = (
+        get_db()
+        .execute("SELECT id, username, joined_at FROM account WHERE id = ?", (account_id,))
+        .fetchone()
+    )
+    return row
+
+
+def create_account(username: str, password: str) -> int:
+    conn = get_db()
+    try:
+        cur = conn.execute(
+            "INSERT INTO account (username, password_hash) VALUES (?, ?)",
+            (username, generate_password_hash(password)),
+        )
+    except sqlite3.IntegrityError:
+        conn.rollback()
+        raise UsernameTaken(username) from None
+    conn.commit()
+    return t.cast(int, cur.lastrowid)
+
+
+def authenticate(username: str, password: str) -> int | None:
+    """Return the account id when the credentials match, else None."""
+    row = (
+        get_db()
+        .execute("SELECT id, password_hash FROM account WHERE username = ?", (username,))
+        .fetchone()
+    )
+    if row is None or not check_password_hash(row["password_hash"], password):
+        return None
+    return t.cast(int, row["id"])
+
+
+def notes_for(owner_id: int) -> list[sqlite3.Row]:
+    return (
+        get_db()
+        .execute(
+            "SELECT id, title, body, created_at FROM note WHERE owner_id = ? ORDER BY id DESC",
+            (owner_id,),
+        )
+        .fetchall()
+    )
+
+
+def note_for(owner_id: int, note_id: int) -> sqlite3.Row | None:
+    """One note, only if it belongs to ``owner_id`` (others' notes look nonexistent)."""
+    row: sqlite3.Row | None = (
+        get_db()
+        .execute(
+            "SELECT id, title, body, created_at FROM note WHERE id = ? AND owner_id = ?",
+            (note_id, owner_id),
+        )
+        .fetchone()
+    )
+    return row
+
+
+def add_note(owner_id: int, title: str, body: str) -> int:
+    conn = get_db()
+    cur = conn.execute(
+        "INSERT INTO note (owner_id, title, body) VALUES (?, ?, ?)", (owner_id, title, body)
+    )
+    conn.commit()
+    return t.cast(int, cur.lastrowid)
+
+
+def remove_note(owner_id: int, note_id: int) -> bool:
+    conn = get_db()
+    cur = conn.execute("DELETE FROM note WHERE id = ? AND owner_id = ?", (note_id, owner_id))
+    conn.commit()
+    return cur.rowcount > 0
+
+
+def note_as_dict(row: sqlite3.Row) -> dict[str, t.Any]:
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "body": row["body"],
+        "created_at": row["created_at"],
+    }
+
+
+def check_note_fields(title: object, body: object, max_title: int) -> str | None:
+    """Return a human-readable problem with a note's fields, or None when they are fine."""
+    if not isinstance(title, str) or not title.strip():
+        return "A note needs a title."
+    if len(title) > max_title:
+        return f"Titles are limited to {max_title} characters."
+    if not isinstance(body, str):
+        return "The body must be text."
+    return None

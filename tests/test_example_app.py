@@ -1,0 +1,300 @@
+"""In-process tests of the example notes service (examples/notes) through the test client."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples.notes import create_app  # noqa: E402
+from examples.notes.db import get_db  # noqa: E402
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DATABASE": str(tmp_path / "data" / "notes.sqlite"),
+        }
+    )
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def register(client, username="ada", password="lovelace1"):
+    return client.post("/register", data={"username": username, "password": password})
+
+
+def login(client, username="ada", password="lovelace1"):
+    return client.post("/login", data={"username": username, "password": password})
+
+
+def signed_up(client, username="ada", password="lovelace1"):
+    assert register(client, username, password).status_code == 302
+    assert login(client, username, password).status_code == 302
+    return client
+
+
+def test_factory_creates_instance_folder_and_schema(app, tmp_path):
+    assert Path(app.instance_path) == tmp_path / "instance"
+    assert Path(app.instance_path).is_dir()
+    db_path = tmp_path / "data" / "notes.sqlite"
+    assert app.config["DATABASE"] == str(db_path)
+    assert app.config["SECRET_KEY"] == "test-secret"
+    with sqlite3.connect(db_path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"account", "note"} <= tables
+
+
+def test_default_database_lives_in_instance_folder(tmp_path):
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "inst")})
+    assert app.config["DATABASE"] == str(tmp_path / "inst" / "notes.sqlite")
+    assert app.config["SECRET_KEY"] == "dev"
+    assert (tmp_path / "inst" / "notes.sqlite").is_file()
+
+
+def test_prefixed_env_overrides_defaults(monkeypatch, tmp_path):
+    db_path = tmp_path / "env.sqlite"
+    monkeypatch.setenv("CARBOY_SECRET_KEY", "from-the-environment")
+    monkeypatch.setenv("CARBOY_DATABASE", str(db_path))
+    app = create_app()
+    assert app.config["SECRET_KEY"] == "from-the-environment"
+    assert app.config["DATABASE"] == str(db_path)
+    assert db_path.is_file()
+
+
+def test_connection_is_shared_per_context_and_closed_on_teardown(app):
+    with app.app_context():
+        conn = get_db()
+        assert get_db() is conn
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+
+
+def test_register_then_login_flow(client):
+    res = register(client)
+    assert res.status_code == 302
+    assert res.headers["Location"].endswith("/login")
+
+    page = client.get("/login")
+    assert b"Account created" in page.data
+
+    res = login(client)
+    assert res.status_code == 302
+    assert res.headers["Location"].endswith("/")
+    with client.session_transaction() as sess:
+        assert isinstance(sess["account_id"], int)
+
+    index = client.get("/")
+    assert index.status_code == 200
+    assert b"Welcome back, ada." in index.data
+    assert b'<span id="who">ada</span>' in index.data
+    assert b"No notes yet." in index.data
+
+
+def test_register_rejects_duplicates_and_short_passwords(client):
+    register(client)
+    res = register(client, password="another1")
+    assert res.status_code == 200
+    assert b"already taken" in res.data
+    res = register(client, username="bob", password="x")
+    assert res.status_code == 200
+    assert b"at least 4 characters" in res.data
+
+
+def test_wrong_password_flashes_and_stays_anonymous(client):
+    register(client)
+    res = login(client, password="not-it")
+    assert res.status_code == 200
+    assert b"Unknown username or wrong password." in res.data
+    assert b'class="flash flash-error"' in res.data
+    with client.session_transaction() as sess:
+        assert "account_id" not in sess
+    assert client.get("/").status_code == 302
+
+
+def test_anonymous_index_redirects_to_login(client):
+    res = client.get("/")
+    assert res.status_code == 302
+    assert res.headers["Location"].endswith("/login")
+    assert b"Please log in first." in client.get("/login").data
+
+
+def test_create_view_list_and_delete_note_via_pages(client):
+    signed_up(client)
+    assert client.get("/notes/new").status_code == 200
+
+    res = client.post("/notes/new", data={"title": "Groceries", "body": "eggs\nflour"})
+    assert res.status_code == 302
+    note_url = res.headers["Location"]
+    assert "/notes/" in note_url
+
+    page = client.get(note_url)
+    assert page.status_code == 200
+    assert b"Note saved." in page.data
+    assert b"Groceries" in page.data
+    assert b"eggs\nflour" in page.data
+
+    listing = client.get("/")
+    assert b"Groceries" in listing.data
+    assert b"No notes yet." not in listing.data
+
+    res = client.post(note_url.rstrip("/") + "/delete")
+    assert res.status_code == 302
+    listing = client.get("/")
+    assert b"Note deleted." in listing.data
+    assert b"No notes yet." in listing.data
+    assert client.get(note_url).status_code == 404
+
+
+def test_note_without_title_is_rejected(client):
+    signed_up(client)
+    res = client.post("/notes/new", data={"title": "   ", "body": "kept"})
+    assert res.status_code == 200
+    assert b"A note needs a title." in res.data
+    assert b"kept" in res.data
+
+
+def test_templates_autoescape_user_content(client):
+    signed_up(client)
+    client.post("/notes/new", data={"title": "<script>alert(1)</script>", "body": "<b>hi</b>"})
+    listing = client.get("/").data
+    assert b"<script>alert(1)</script>" not in listing
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in listing
+
+
+def test_json_api_round_trip(client):
+    signed_up(client)
+    assert client.get("/api/notes").get_json() == {"notes": [], "count": 0}
+
+    res = client.post("/api/notes", json={"title": "From JSON", "body": "api body"})
+    assert res.status_code == 201
+    created = res.get_json()
+    assert created["title"] == "From JSON"
+    assert created["body"] == "api body"
+    assert res.headers["Location"].endswith(f"/api/notes/{created['id']}")
+
+    client.post("/notes/new", data={"title": "From a form", "body": ""})
+    listing = client.get("/api/notes")
+    assert listing.status_code == 200
+    assert listing.mimetype == "application/json"
+    data = listing.get_json()
+    assert data["count"] == 2
+    assert [n["title"] for n in data["notes"]] == ["From a form", "From JSON"]
+
+    one = client.get(f"/api/notes/{created['id']}")
+    assert one.status_code == 200
+    assert one.get_json() == created
+
+    assert client.delete(f"/api/notes/{created['id']}").status_code == 204
+    gone = client.get(f"/api/notes/{created['id']}")
+    assert gone.status_code == 404
+    assert gone.get_json()["error"]["status"] == 404
+    assert client.delete(f"/api/notes/{created['id']}").status_code == 404
+
+
+def test_json_api_validates_input(client):
+    signed_up(client)
+    res = client.post("/api/notes", data="not json", content_type="application/json")
+    assert res.status_code == 400
+    assert "JSON object" in res.get_json()["error"]["message"]
+    res = client.post("/api/notes", json={"title": ""})
+    assert res.status_code == 400
+    assert res.get_json()["error"]["message"] == "A note needs a title."
+    res = client.post("/api/notes", json={"title": "ok", "body": 5})
+    assert res.status_code == 400
+
+
+def test_json_api_requires_login(client):
+    for method, url in [
+        ("get", "/api/notes"),
+        ("post", "/api/notes"),
+        ("get", "/api/notes/1"),
+        ("delete", "/api/notes/1"),
+    ]:
+        res = getattr(client, method)(url, json={"title": "x"} if method == "post" else None)
+        assert res.status_code == 401, (method, url)
+        assert res.mimetype == "application/json"
+        assert res.get_json()["error"]["status"] == 401
+
+
+def test_users_only_see_their_own_notes(client, app):
+    signed_up(client, "ada")
+    note_id = client.post("/api/notes", json={"title": "private"}).get_json()["id"]
+    client.post("/logout")
+
+    signed_up(client, "grace", "hopper12")
+    assert client.get("/api/notes").get_json()["count"] == 0
+    assert client.get(f"/api/notes/{note_id}").status_code == 404
+    assert client.get(f"/notes/{note_id}").status_code == 404
+    assert client.post(f"/notes/{note_id}/delete").status_code == 404
+
+
+def test_logout_clears_session(client):
+    signed_up(client)
+    client.post("/api/notes", json={"title": "before logout"})
+    res = client.post("/logout")
+    assert res.status_code == 302
+    assert res.headers["Location"].endswith("/login")
+    assert b"You have been logged out." in client.get("/login").data
+    with client.session_transaction() as sess:
+        assert "account_id" not in sess
+    assert client.get("/").status_code == 302
+    assert client.get("/api/notes").status_code == 401
+
+
+def test_logout_is_post_only(client):
+    assert client.get("/logout").status_code == 405
+
+
+def test_404_page_is_html_and_api_404_is_json(client):
+    res = client.get("/no/such/page")
+    assert res.status_code == 404
+    assert res.mimetype == "text/html"
+    assert b"Page not found" in res.data
+    assert b"<code>/no/such/page</code>" in res.data
+
+    res = client.get("/api/nothing-here")
+    assert res.status_code == 404
+    assert res.get_json() == {"error": {"status": 404, "message": "No such API endpoint."}}
+
+
+def test_500_page(tmp_path):
+    app = create_app(
+        {
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "PROPAGATE_EXCEPTIONS": False,
+        }
+    )
+
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("boom")
+
+    res = app.test_client().get("/explode")
+    assert res.status_code == 500
+    assert b"Something went wrong" in res.data
+    assert b"boom" not in res.data
+
+
+def test_init_db_command_resets_data(app, client):
+    signed_up(client)
+    client.post("/api/notes", json={"title": "doomed"})
+    result = app.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 0, result.output
+    assert "Empty notes database ready" in result.output
+    with app.app_context():
+        assert get_db().execute("SELECT COUNT(*) FROM note").fetchone()[0] == 0
+        assert get_db().execute("SELECT COUNT(*) FROM account").fetchone()[0] == 0
