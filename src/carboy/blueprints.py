@@ -12,23 +12,26 @@ import typing as t
 from collections import defaultdict
 
 from . import typing as ft
-from .scaffold import Scaffold, _endpoint_from_view_func, setupmethod
+from .scaffold import (
+    Scaffold,
+    T_after,
+    T_before,
+    T_ctx,
+    T_error,
+    T_filter,
+    T_global,
+    T_teardown,
+    T_test,
+    T_url_defaults,
+    T_url_pre,
+    _endpoint_from_view_func,
+    setupmethod,
+)
 
 if t.TYPE_CHECKING:
     from .app import Carboy
 
 DeferredSetupFunction = t.Callable[["BlueprintSetupState"], None]
-F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-T_after = t.TypeVar("T_after", bound=ft.AfterRequestCallable[t.Any])
-T_before = t.TypeVar("T_before", bound=ft.BeforeRequestCallable)
-T_error = t.TypeVar("T_error", bound=ft.ErrorHandlerCallable)
-T_teardown = t.TypeVar("T_teardown", bound=ft.TeardownCallable)
-T_ctx = t.TypeVar("T_ctx", bound=ft.TemplateContextProcessorCallable)
-T_url_defaults = t.TypeVar("T_url_defaults", bound=ft.URLDefaultCallable)
-T_url_pre = t.TypeVar("T_url_pre", bound=ft.URLValuePreprocessorCallable)
-T_filter = t.TypeVar("T_filter", bound=ft.TemplateFilterCallable)
-T_global = t.TypeVar("T_global", bound=ft.TemplateGlobalCallable)
-T_test = t.TypeVar("T_test", bound=ft.TemplateTestCallable)
 
 _sentinel: t.Any = object()
 

@@ -34,6 +34,10 @@ T_ctx = t.TypeVar("T_ctx", bound=ft.TemplateContextProcessorCallable)
 T_url_defaults = t.TypeVar("T_url_defaults", bound=ft.URLDefaultCallable)
 T_url_pre = t.TypeVar("T_url_pre", bound=ft.URLValuePreprocessorCallable)
 T_route = t.TypeVar("T_route", bound=ft.RouteCallable)
+T_filter = t.TypeVar("T_filter", bound=ft.TemplateFilterCallable)
+T_global = t.TypeVar("T_global", bound=ft.TemplateGlobalCallable)
+T_test = t.TypeVar("T_test", bound=ft.TemplateTestCallable)
+T_shell = t.TypeVar("T_shell", bound=ft.ShellContextProcessorCallable)
 
 #: ``error_handler_spec[scope][code or None][exception class] = handler``
 ErrorHandlerSpec = dict[

@@ -24,7 +24,17 @@ from ..helpers import get_debug_flag, get_load_dotenv
 from ..json.provider import DefaultJSONProvider, JSONProvider
 from ..logging import create_logger
 from ..routing import Map
-from ..scaffold import Scaffold, _endpoint_from_view_func, find_instance_path, setupmethod
+from ..scaffold import (
+    Scaffold,
+    T_filter,
+    T_global,
+    T_shell,
+    T_teardown,
+    T_test,
+    _endpoint_from_view_func,
+    find_instance_path,
+    setupmethod,
+)
 from ..sessions import SecureCookieSessionInterface, SessionInterface
 from ..templating import Environment
 from ..wrappers import Request, Response
@@ -36,12 +46,6 @@ if t.TYPE_CHECKING:
     from ..blueprints import Blueprint
     from ..routing import Router
     from ..testing import CarboyClient, CarboyCliRunner
-
-T_shell = t.TypeVar("T_shell", bound=ft.ShellContextProcessorCallable)
-T_teardown = t.TypeVar("T_teardown", bound=ft.TeardownCallable)
-T_filter = t.TypeVar("T_filter", bound=ft.TemplateFilterCallable)
-T_global = t.TypeVar("T_global", bound=ft.TemplateGlobalCallable)
-T_test = t.TypeVar("T_test", bound=ft.TemplateTestCallable)
 
 
 def _make_timedelta(value: timedelta | int) -> timedelta:
