@@ -36,7 +36,7 @@ from ..scaffold import (
     setupmethod,
 )
 from ..sessions import SecureCookieSessionInterface, SessionInterface
-from ..templating import Environment
+from ..templating import Environment, select_jinja_autoescape
 from ..wrappers import Request, Response
 
 if t.TYPE_CHECKING:
@@ -271,10 +271,10 @@ class App(Scaffold):
         return DispatchingJinjaLoader(self._as_carboy)
 
     def select_jinja_autoescape(self, filename: str | None) -> bool:
-        """Autoescape for ``None`` (string templates) and ``.html .htm .xml .xhtml .svg``."""
-        if filename is None:
-            return True
-        return filename.endswith((".html", ".htm", ".xml", ".xhtml", ".svg"))
+        """Autoescape for ``None`` (string templates) and ``.html .htm .xml .xhtml .svg``;
+        override to change the rule. Flask-compatible: ``flask.Flask.select_jinja_autoescape``.
+        """
+        return select_jinja_autoescape(filename)
 
     def make_shell_context(self) -> dict[str, t.Any]:
         """Names for ``carboy shell``: ``app``, ``g`` and the shell context processors'."""
