@@ -25,6 +25,7 @@ from .helpers import make_response as make_response
 from .helpers import redirect as redirect
 from .helpers import send_file as send_file
 from .helpers import send_from_directory as send_from_directory
+from .helpers import stream_request_body as stream_request_body
 from .helpers import stream_with_context as stream_with_context
 from .helpers import url_for as url_for
 from .json import jsonify as jsonify
@@ -42,6 +43,8 @@ from .templating import render_template as render_template
 from .templating import render_template_string as render_template_string
 from .templating import stream_template as stream_template
 from .templating import stream_template_string as stream_template_string
+from .websocket import WebSocketDisconnect as WebSocketDisconnect
+from .websocket import websocket as websocket
 from .wrappers import Request as Request
 from .wrappers import Response as Response
 

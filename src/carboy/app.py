@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc as cabc
+import contextvars
 import inspect
 import sys
 import typing as t
+from functools import partial, wraps
 from itertools import chain
 from types import TracebackType
 
@@ -37,16 +39,21 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
 from . import typing as ft
+from .asgi import AsgiCall, ReceiveStream, call_wsgi, read_body, scope_environ, send_response
+from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
 from .ctx import AppContext, RequestContext
 from .globals import _cv_app, _cv_request
 from .json.provider import DefaultJSONProvider
 from .routing import Router
 from .sansio.app import App
-from .wrappers import Request, Response, split_blueprint_path
+from .sessions import SecureCookieSessionInterface
+from .wrappers import Request, Response, _AsyncBody, _Body, split_blueprint_path
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
     from click import Group
+
+    from .asgi import Receive, Scope, Send
 
 
 T_shell = t.TypeVar("T_shell", bound=ft.ShellContextProcessorCallable)
@@ -70,31 +77,24 @@ _DISPATCH_STEPS = (
 
 
 class _Plan(t.NamedTuple):
-    """What one endpoint's requests run, gathered from the registries once."""
+    """What one endpoint's requests run, gathered from the registries once.
+
+    ``view``, ``before``, ``after`` and ``teardown`` are wrapped for sync calling (WSGI, and
+    the sync path under ASGI); the ``a*`` fields hold the same callables wrapped for awaiting
+    (ASGI, when ``is_async``: some view or hook is a coroutine function).
+    """
 
     view: t.Callable[..., t.Any] | None
     url_value_preprocessors: tuple[ft.URLValuePreprocessorCallable, ...]
     before: tuple[t.Callable[[], t.Any], ...]
     after: tuple[t.Callable[[t.Any], t.Any], ...]
     teardown: tuple[t.Callable[[BaseException | None], t.Any], ...]
-
-
-class _Body:
-    """A finished 200 response written straight to the server: the short path for a view that
-    returns text or JSON when nothing (after hooks, session, signals) needs a Response object."""
-
-    __slots__ = ("body", "content_type")
-
-    def __init__(self, body: bytes, content_type: str) -> None:
-        self.body = body
-        self.content_type = content_type
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        body = self.body
-        start_response(
-            "200 OK", [("Content-Type", self.content_type), ("Content-Length", str(len(body)))]
-        )
-        return [body]
+    is_async: bool
+    aview: t.Callable[..., t.Awaitable[t.Any]] | None
+    abefore: tuple[t.Callable[[], t.Awaitable[t.Any]], ...]
+    aafter: tuple[t.Callable[[t.Any], t.Awaitable[t.Any]], ...]
+    #: The view reads its body as it arrives (:func:`carboy.stream_request_body`).
+    streams_body: bool
 
 
 class Carboy(App):
@@ -103,6 +103,12 @@ class Carboy(App):
     Flask-compatible: ``flask.Flask``; constructor arguments are those of
     :class:`carboy.sansio.app.App`. This class adds the request path.
     """
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        if type(self).__call__ is Carboy.__call__:
+            # Servers that pick ASGI 3 by inspecting ``app.__call__`` must see an async def.
+            self.__dict__["__call__"] = AsgiCall(self)
 
     # -- contexts ----------------------------------------------------------------------------
 
@@ -156,12 +162,15 @@ class Carboy(App):
     ) -> t.Callable[..., t.Any]:
         """Wrap coroutine function *func* to run to completion when called.
 
-        Flask-compatible: ``flask.Flask.async_to_sync``. The coroutine runs in the caller's
-        context, so ``request``, ``g`` and the rest stay available.
+        Flask-compatible: ``flask.Flask.async_to_sync``. The coroutine sees the caller's
+        context, so ``request``, ``g`` and the rest stay available. Where it runs is decided
+        by :func:`carboy.concurrency.run_coroutine`: on the server's loop when called from a
+        pool thread under ASGI, else on the calling thread's long-lived loop (WSGI).
         """
 
+        @wraps(func)
         def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            return asyncio.run(func(*args, **kwargs))
+            return run_coroutine(func(*args, **kwargs))
 
         return run
 
@@ -317,19 +326,36 @@ class Carboy(App):
     # -- the request path --------------------------------------------------------------------
 
     def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> cabc.Iterable[bytes]:
-        """The WSGI entry point; calls :meth:`wsgi_app` so middleware can wrap that."""
-        return self.wsgi_app(environ, start_response)
+        self, environ_or_scope: t.Any, start_response_or_receive: t.Any, send: t.Any = None
+    ) -> t.Any:
+        """The entry point for both protocols.
+
+        WSGI: ``app(environ, start_response)`` calls :meth:`wsgi_app`, so WSGI middleware can
+        wrap that. ASGI 3: ``await app(scope, receive, send)`` runs :meth:`asgi_app`.
+        Flask-compatible: ``flask.Flask.__call__`` (WSGI); ASGI is new in carboy.
+        """
+        if send is None:
+            return self.wsgi_app(environ_or_scope, start_response_or_receive)
+        return self.asgi_app(environ_or_scope, start_response_or_receive, send)
 
     def wsgi_app(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> cabc.Iterable[bytes]:
         """Handle one WSGI request. Flask-compatible: ``flask.Flask.wsgi_app``.
 
-        Wrap it (``app.wsgi_app = Middleware(app.wsgi_app)``) to add WSGI middleware.
+        Wrap it (``app.wsgi_app = Middleware(app.wsgi_app)``) to add WSGI middleware; the
+        wrapped app is also what ASGI requests go through then.
         """
-        ctx = self.request_context(environ)
+        if self._lifespan is None:
+            from .lifespan import start_wsgi_worker
+
+            start_wsgi_worker(self)
+        return self._handle(self.request_context(environ), start_response)  # type: ignore[no-any-return]
+
+    def _handle(self, ctx: RequestContext, start_response: StartResponse | None = None) -> t.Any:
+        """Push *ctx*, answer it, pop it: the response object, or with *start_response* the
+        WSGI iterable (written while the context is still pushed, as Flask does)."""
+        environ = ctx.environ
         error: BaseException | None = None
         try:
             try:
@@ -344,6 +370,8 @@ class Carboy(App):
             except:
                 error = sys.exc_info()[1]
                 raise
+            if start_response is None:
+                return response
             return response(environ, start_response)
         finally:
             if "werkzeug.debug.preserve_context" in environ:
@@ -353,14 +381,182 @@ class Carboy(App):
                 error = None
             ctx.pop(error)
 
+    async def asgi_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI 3 connection: ``http``, ``websocket`` or ``lifespan``.
+
+        HTTP requests whose endpoint has an ``async def`` view or hook run on the event loop;
+        the rest run Flask's sync path in the app's thread pool (``MAX_SYNC_THREADS``), as do
+        all requests of an app that overrides a dispatch step or wraps :meth:`wsgi_app`.
+
+        :raises ValueError: for an unknown scope type.
+
+        .. versionadded:: 0.1
+        """
+        kind = scope["type"]
+        if kind == "http":
+            await self._asgi_http(scope, receive, send)
+        elif kind == "websocket":
+            from .websocket import serve_websocket
+
+            await serve_websocket(self, scope, receive, send)
+        elif kind == "lifespan":
+            from .lifespan import serve_lifespan
+
+            await serve_lifespan(self, scope, receive, send)
+        else:
+            raise ValueError(f"carboy cannot serve ASGI scope type {kind!r}.")
+
+    async def _asgi_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        environ = scope_environ(scope, None)
+        fast = self._fast
+        if fast is None:
+            fast = self._freeze()
+        if fast and self._asgi_native:
+            ctx = self.request_context(environ)
+            self._match(ctx)
+            plan = self._plan(self._endpoint(ctx))
+            if plan.is_async:
+                response, body_context = await self._respond_async(ctx, plan, receive)
+                await send_response(self, response, environ, body_context, receive, send)
+                return
+        # Sync: Flask's path (or the app's wrapped wsgi_app) in one pool thread, the body read
+        # as it arrives. The context it runs in is kept for stepping a streamed body.
+        environ["wsgi.input"] = ReceiveStream(receive, asyncio.get_running_loop())
+        environ["carboy.asgi.receive"] = receive
+        context = contextvars.copy_context()
+        if self._asgi_native:
+            response = await run_sync_in(context, self, self._handle, self.request_context(environ))
+            await send_response(self, response, environ, context, receive, send)
+        else:
+            await call_wsgi(self, self.wsgi_app, environ, context, receive, send)
+
+    async def _respond_async(
+        self, ctx: RequestContext, plan: _Plan, receive: Receive
+    ) -> tuple[t.Any, contextvars.Context]:
+        """:meth:`_handle` for an endpoint with ``async def`` parts, on the event loop."""
+        environ = ctx.environ
+        error: BaseException | None = None
+        try:
+            try:
+                ctx.push()
+                response = await self._dispatch_async(ctx, plan, receive)
+            except Exception as e:
+                error = e
+                response = await run_sync(self, self.handle_exception, e)
+            except BaseException:
+                error = sys.exc_info()[1]
+                raise
+        finally:
+            if "werkzeug.debug.preserve_context" in environ:
+                environ["werkzeug.debug.preserve_context"](_cv_app.get())
+                environ["werkzeug.debug.preserve_context"](_cv_request.get())
+            if error is not None and self.should_ignore_error(error):
+                error = None
+            if (
+                plan.teardown
+                or self.teardown_appcontext_funcs
+                or signals.request_tearing_down.receivers
+                or signals.appcontext_tearing_down.receivers
+            ):
+                await run_sync(self, ctx._teardown, error)
+            ctx.pop(error)
+        return response, contextvars.copy_context()
+
+    async def _dispatch_async(self, ctx: RequestContext, plan: _Plan, receive: Receive) -> t.Any:
+        """:meth:`_respond` with the view and hooks awaited: async ones on the loop, sync ones
+        in the pool. Shares the decisions (plan, short body, response conversion) with it."""
+        self._got_first_request = True
+        environ = ctx.environ
+        try:
+            if plan.streams_body:
+                environ["wsgi.input"] = ReceiveStream(receive, asyncio.get_running_loop())
+                environ["carboy.asgi.receive"] = receive
+            else:
+                await read_body(self, environ, receive)
+            if type(self.session_interface) is not SecureCookieSessionInterface:
+                # A server-side session store does I/O on open: do it in the pool.
+                await run_sync(self, getattr, ctx, "session")
+            if signals.request_started.receivers:
+                await run_sync(self, self._send_request_started)
+            rv = None
+            if plan.url_value_preprocessors:
+                view_args = ctx.request.view_args
+                for func in plan.url_value_preprocessors:
+                    func(self._endpoint(ctx), view_args)
+            for before in plan.abefore:
+                rv = await before()
+                if rv is not None:
+                    break
+            if rv is None:
+                if (
+                    plan.aview is not None
+                    and ctx._request is None
+                    and ctx._routing_exception is None
+                    and environ["REQUEST_METHOD"] != "OPTIONS"
+                ):
+                    rv = await plan.aview(**ctx._view_args)  # type: ignore[arg-type]
+                else:
+                    req = ctx.request
+                    if req.routing_exception is not None:
+                        self.raise_routing_exception(req)
+                    rule: Rule = req.url_rule  # type: ignore[assignment]
+                    if (
+                        getattr(rule, "provide_automatic_options", False)
+                        and req.method == "OPTIONS"
+                    ):
+                        rv = self.make_default_options_response()
+                    else:
+                        view = self._plan(rule.endpoint).aview
+                        if view is None:
+                            view = ensure_async(self, self.view_functions[rule.endpoint])
+                        rv = await view(**req.view_args)  # type: ignore[arg-type]
+        except Exception as e:
+            rv = await run_sync(self, self.handle_user_exception, e)
+            return await self._finalize_async(ctx, plan, rv, from_error_handler=False)
+        short = self._short_body(ctx, plan, rv)
+        if short is not None:
+            return short
+        return await self._finalize_async(ctx, plan, rv, from_error_handler=False)
+
+    def _send_request_started(self) -> None:
+        signals.request_started.send(self, _async_wrapper=self.ensure_sync)
+
+    async def _finalize_async(
+        self, ctx: RequestContext, plan: _Plan, rv: t.Any, from_error_handler: bool
+    ) -> Response:
+        """:meth:`finalize_request` with the after hooks awaited."""
+        response = self.make_response(rv)
+        for func in ctx._after_request_functions:
+            response = await ensure_async(self, func)(response)
+        for after in plan.aafter:
+            response = await after(response)
+        if ctx._session is not None or self._session_refresh_due(ctx):
+            if type(self.session_interface) is SecureCookieSessionInterface:
+                self._save_session(ctx, response)
+            else:
+                await run_sync(self, self._save_session, ctx, response)
+        if signals.request_finished.receivers:
+            await run_sync(
+                self,
+                partial(
+                    signals.request_finished.send,
+                    self,
+                    _async_wrapper=self.ensure_sync,
+                    response=response,
+                ),
+            )
+        return response
+
     def _freeze(self) -> bool:
-        """Decide once whether requests may take :meth:`_respond` (no dispatch step overridden)."""
+        """Decide once whether requests may take :meth:`_respond` (no dispatch step overridden),
+        and whether ASGI requests may skip :meth:`wsgi_app` (not overridden or wrapped)."""
         cls = type(self)
         overridden = any(
             getattr(cls, name) is not getattr(Carboy, name) or name in self.__dict__
             for name in _DISPATCH_STEPS
         )
         self._fast = not overridden
+        self._asgi_native = cls.wsgi_app is Carboy.wsgi_app and "wsgi_app" not in self.__dict__
         self._json_fast = type(self.json) is DefaultJSONProvider
         return self._fast
 
@@ -376,25 +572,38 @@ class Carboy(App):
             blueprints = tuple(split_blueprint_path(endpoint.rpartition(".")[0]))
         outer_first = (None, *reversed(blueprints))
         inner_first = (*blueprints, None)
-        sync = self.ensure_sync
         view = self.view_functions.get(endpoint) if endpoint is not None else None
+        if view is not None and self._is_websocket_endpoint(endpoint):
+            view = _websocket_over_http
+        before = [f for n in outer_first for f in self.before_request_funcs.get(n, ())]
+        after = [f for n in inner_first for f in reversed(self.after_request_funcs.get(n, ()))]
+        teardown = [
+            f for n in inner_first for f in reversed(self.teardown_request_funcs.get(n, ()))
+        ]
+        is_async = any(inspect.iscoroutinefunction(f) for f in (view, *before, *after, *teardown))
+        sync = self.ensure_sync
+
+        def awaitable(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Awaitable[t.Any]]:
+            return ensure_async(self, f)
+
         return _Plan(
             view=sync(view) if view is not None else None,
             url_value_preprocessors=tuple(
                 f for n in outer_first for f in self.url_value_preprocessors.get(n, ())
             ),
-            before=tuple(
-                sync(f) for n in outer_first for f in self.before_request_funcs.get(n, ())
-            ),
-            after=tuple(
-                sync(f) for n in inner_first for f in reversed(self.after_request_funcs.get(n, ()))
-            ),
-            teardown=tuple(
-                sync(f)
-                for n in inner_first
-                for f in reversed(self.teardown_request_funcs.get(n, ()))
-            ),
+            before=tuple(map(sync, before)),
+            after=tuple(map(sync, after)),
+            teardown=tuple(map(sync, teardown)),
+            is_async=is_async,
+            aview=awaitable(view) if view is not None and is_async else None,
+            abefore=tuple(map(awaitable, before)) if is_async else (),
+            aafter=tuple(map(awaitable, after)) if is_async else (),
+            streams_body=bool(getattr(view, "stream_request_body", False)),
         )
+
+    def _is_websocket_endpoint(self, endpoint: str | None) -> bool:
+        rules = self.url_map._rules_by_endpoint.get(endpoint, ())
+        return bool(rules) and all(rule.websocket for rule in rules)
 
     @staticmethod
     def _endpoint(ctx: RequestContext) -> str | None:
@@ -425,6 +634,13 @@ class Carboy(App):
                     rv = view(**ctx._view_args)  # type: ignore[arg-type]
         except Exception as e:
             return self.finalize_request(self.handle_user_exception(e))
+        short = self._short_body(ctx, plan, rv)
+        if short is not None:
+            return short
+        return self.finalize_request(rv)
+
+    def _short_body(self, ctx: RequestContext, plan: _Plan, rv: t.Any) -> _Body | None:
+        """The view's *rv* as a finished body, when nothing could inspect a Response."""
         # PERF: a str or dict return with no after hooks, no session use and no request_finished
         # receivers is written directly: no Response, Headers or wrapper objects (~4 µs saved).
         if (
@@ -438,11 +654,11 @@ class Carboy(App):
         ):
             cls = rv.__class__
             if cls is str:
-                return _Body(rv.encode(), "text/html; charset=utf-8")  # type: ignore[union-attr]
+                return _Body(rv.encode(), "text/html; charset=utf-8")
             if (cls is dict or cls is list) and self._json_fast:
                 provider: DefaultJSONProvider = self.json  # type: ignore[assignment]
                 return _Body(provider._response_text(rv).encode(), provider.mimetype)
-        return self.finalize_request(rv)
+        return None
 
     def full_dispatch_request(self) -> Response:
         """Run the before hooks and the view, handle errors, and finalize the response.
@@ -560,12 +776,15 @@ class Carboy(App):
             response = self.ensure_sync(func)(response)
         for after in self._plan(self._endpoint(ctx)).after:
             response = after(response)
+        self._save_session(ctx, response)
+        return response
+
+    def _save_session(self, ctx: RequestContext, response: Response) -> None:
         session = ctx._session
         if session is None and self._session_refresh_due(ctx):
             session = ctx.session
         if session is not None and not self.session_interface.is_null_session(session):
             self.session_interface.save_session(self, session, response)
-        return response
 
     def make_response(self, rv: ft.ResponseReturnValue | HTTPException) -> Response:
         """Convert a view's return value to :attr:`response_class`.
@@ -599,7 +818,10 @@ class Carboy(App):
                 " response: it returned None (perhaps a missing return statement)."
             )
         if not isinstance(rv, self.response_class):
-            if isinstance(rv, (str | bytes | bytearray, cabc.Iterator)):
+            if isinstance(rv, cabc.AsyncIterator):
+                rv = self.response_class(_AsyncBody(rv), status=status, headers=headers)
+                status = headers = None
+            elif isinstance(rv, (str | bytes | bytearray, cabc.Iterator)):
                 rv = self.response_class(rv, status=status, headers=headers)
                 status = headers = None
             elif isinstance(rv, dict | list):
@@ -672,7 +894,7 @@ class Carboy(App):
         ctx = _cv_request.get()
         handler = self._find_error_handler(e, ctx.request.blueprints)
         if handler is None:
-            raise
+            raise e
         return self.ensure_sync(handler)(e)  # type: ignore[no-any-return]
 
     def handle_exception(self, e: Exception) -> Response:
@@ -682,13 +904,16 @@ class Carboy(App):
         Flask-compatible: ``flask.Flask.handle_exception``.
         """
         exc_info = sys.exc_info()
+        if exc_info[1] is not e:
+            # Called outside the ``except`` block (from a pool thread under ASGI).
+            exc_info = (type(e), e, e.__traceback__)  # type: ignore[assignment]
         if signals.got_request_exception.receivers:
             signals.got_request_exception.send(self, _async_wrapper=self.ensure_sync, exception=e)
         propagate = self.config["PROPAGATE_EXCEPTIONS"]
         if propagate is None:
             propagate = self.testing or self.debug
         if propagate:
-            if exc_info[1] is e:
+            if sys.exc_info()[1] is e:
                 raise
             raise e
         self.log_exception(exc_info)
@@ -740,3 +965,12 @@ class Carboy(App):
 
     if t.TYPE_CHECKING:
         cli: Group
+
+
+def _websocket_over_http(**kwargs: t.Any) -> t.NoReturn:
+    """The view of a WebSocket route when reached over WSGI, or by a request that is not a
+    WebSocket handshake but matched anyway (an OPTIONS request, say)."""
+    raise NotImplementedError(
+        "This URL is a WebSocket route. WebSockets need an ASGI server (uvicorn, hypercorn,"
+        " granian --interface asgi); a WSGI server cannot hold the connection open."
+    )

@@ -266,6 +266,7 @@ class Blueprint(Scaffold):
             )
         registries: tuple[tuple[t.Any, t.Any], ...] = (
             (self.before_request_funcs, app.before_request_funcs),
+            (self.before_websocket_funcs, app.before_websocket_funcs),
             (self.after_request_funcs, app.after_request_funcs),
             (self.teardown_request_funcs, app.teardown_request_funcs),
             (self.url_default_functions, app.url_default_functions),

@@ -28,6 +28,24 @@ if t.TYPE_CHECKING:
 
 _sentinel = object()
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+V = t.TypeVar("V")
+
+
+def _restore(var: contextvars.ContextVar[V], token: contextvars.Token[V]) -> None:
+    """Undo the ``var.set`` that gave *token*.
+
+    A context pushed in one :class:`contextvars.Context` may be popped in a copy of it: under
+    ASGI, a ``stream_with_context`` body is stepped in pool threads, in a copy of the context the
+    view ran in. The token does not belong to the copy; set the old value there instead (the
+    copy is discarded when the body ends).
+    """
+    try:
+        var.reset(token)
+    except ValueError:
+        if token.old_value is contextvars.Token.MISSING:
+            var.set(None)  # type: ignore[arg-type]
+        else:
+            var.set(token.old_value)
 
 
 class _AppCtxGlobals:
@@ -141,6 +159,7 @@ class AppContext:
         self.app = app
         self._g: t.Any = None
         self._url_adapter: t.Any = _sentinel
+        self._torn_down = False
         self._cv_tokens: list[contextvars.Token[AppContext]] = []
 
     @property
@@ -181,13 +200,13 @@ class AppContext:
         :raises AssertionError: if another context is active (contexts popped out of order).
         """
         try:
-            if len(self._cv_tokens) == 1:
+            if len(self._cv_tokens) == 1 and not self._torn_down:
                 if exc is _sentinel:
                     exc = sys.exc_info()[1]
                 self.app.do_teardown_appcontext(exc)
         finally:
             active = _cv_app.get()
-            _cv_app.reset(self._cv_tokens.pop())
+            _restore(_cv_app, self._cv_tokens.pop())
         if active is not self:
             raise AssertionError(f"Popped the wrong app context ({active!r} instead of {self!r}).")
         if signals.appcontext_popped.receivers:
@@ -219,6 +238,9 @@ class RequestContext:
         otherwise.
     """
 
+    #: The :class:`carboy.websocket.Websocket` of a WebSocket connection, else ``None``.
+    websocket: t.Any = None
+
     def __init__(
         self,
         app: Carboy,
@@ -237,6 +259,7 @@ class RequestContext:
         self._routing_exception: HTTPException | None = None
         self.flashes: list[tuple[str, str]] | None = None
         self._after_request_functions: list[t.Callable[[t.Any], t.Any]] = []
+        self._torn_down = False
         self._cv_tokens: list[tuple[contextvars.Token[RequestContext], AppContext | None]] = []
 
     @property
@@ -305,6 +328,16 @@ class RequestContext:
         """A new context for the same environ, request and session (for another thread)."""
         return self.__class__(self.app, self.environ, self.request, self.session)
 
+    def _teardown(self, exc: BaseException | None) -> None:
+        """Run the teardown functions now, so that the coming :meth:`pop` skips them (ASGI
+        runs them in a pool thread, then pops on the event loop)."""
+        self.app.do_teardown_request(exc)
+        self._torn_down = True
+        app_ctx = self._cv_tokens[-1][1] if self._cv_tokens else None
+        if app_ctx is not None and len(app_ctx._cv_tokens) == 1:
+            self.app.do_teardown_appcontext(exc)
+            app_ctx._torn_down = True
+
     def match_request(self) -> None:
         """Match the URL and store the rule and view arguments, or the routing exception."""
         self.app._match(self)
@@ -333,13 +366,14 @@ class RequestContext:
             if outermost:
                 if exc is _sentinel:
                     exc = sys.exc_info()[1]
-                self.app.do_teardown_request(exc)
+                if not self._torn_down:
+                    self.app.do_teardown_request(exc)
                 if self._request is not None:
                     self._request.close()
         finally:
             active = _cv_request.get()
             token, app_ctx = self._cv_tokens.pop()
-            _cv_request.reset(token)
+            _restore(_cv_request, token)
             if outermost:
                 self.environ["werkzeug.request"] = None
             if app_ctx is not None:

@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
 def _env_flag(*names: str) -> str | None:
     for name in names:
         value = os.environ.get(name)
@@ -226,3 +229,19 @@ def get_flashed_messages(
 
 
 from .files import send_file, send_from_directory  # noqa: E402
+
+
+def stream_request_body(view: F) -> F:
+    """Mark *view* as reading its request body as it arrives, instead of after it has all
+    arrived.
+
+    Under ASGI, an ``async def`` view's body is otherwise received in full (spooled to disk
+    past 1 MiB) before the view runs, so Flask's sync API (``request.form``,
+    ``request.get_json()``) works in it. A marked view reads with
+    ``async for chunk in request.iter_body()`` instead; ``MAX_CONTENT_LENGTH`` still applies
+    (413). Sync views, and every view under WSGI, always read as the body arrives.
+
+    .. versionadded:: 0.1
+    """
+    view.stream_request_body = True  # type: ignore[attr-defined]
+    return view

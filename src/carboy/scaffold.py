@@ -8,6 +8,7 @@ plans at request time, so nothing here is on the request path.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import pathlib
 import sys
@@ -38,6 +39,7 @@ T_filter = t.TypeVar("T_filter", bound=ft.TemplateFilterCallable)
 T_global = t.TypeVar("T_global", bound=ft.TemplateGlobalCallable)
 T_test = t.TypeVar("T_test", bound=ft.TemplateTestCallable)
 T_shell = t.TypeVar("T_shell", bound=ft.ShellContextProcessorCallable)
+T_serving = t.TypeVar("T_serving", bound=t.Callable[[], t.Any])
 
 #: ``error_handler_spec[scope][code or None][exception class] = handler``
 ErrorHandlerSpec = dict[
@@ -146,6 +148,12 @@ class Scaffold:
         self.url_value_preprocessors: dict[
             ft.AppOrBlueprintKey, list[ft.URLValuePreprocessorCallable]
         ] = defaultdict(list)
+        #: Scope → functions run before a WebSocket handshake is accepted.
+        #:
+        #: .. versionadded:: 0.1
+        self.before_websocket_funcs: dict[ft.AppOrBlueprintKey, list[ft.BeforeRequestCallable]] = (
+            defaultdict(list)
+        )
         #: Scope → functions that may add values when building URLs.
         self.url_default_functions: dict[ft.AppOrBlueprintKey, list[ft.URLDefaultCallable]] = (
             defaultdict(list)
@@ -308,6 +316,36 @@ class Scaffold:
         raise NotImplementedError
 
     @setupmethod
+    def websocket(self, rule: str, **options: t.Any) -> t.Callable[[T_route], T_route]:
+        """Register the decorated ``async def`` function as the WebSocket handler for *rule*.
+
+        The rule takes the same syntax, converters and options as :meth:`route`, and
+        :func:`carboy.url_for` builds its URL. The handler receives the rule's arguments and
+        talks to the client through :data:`carboy.websocket`; it is served under ASGI only.
+        Returning a response value before ``websocket.accept()`` rejects the handshake with
+        that response.
+
+        :param rule: URL rule, e.g. ``"/ws/<room>"``.
+        :param options: ``endpoint`` and the other arguments of :meth:`add_url_rule`.
+        :raises TypeError: when the handler is not a coroutine function.
+
+        .. versionadded:: 0.1
+        """
+
+        def decorator(f: T_route) -> T_route:
+            handler: t.Any = f
+            if not inspect.iscoroutinefunction(handler):
+                raise TypeError(
+                    f"WebSocket handler {getattr(f, '__name__', f)!r} must be an 'async def'"
+                    " function: it awaits websocket.receive() and websocket.send()."
+                )
+            endpoint = options.pop("endpoint", None)
+            self.add_url_rule(rule, endpoint, f, websocket=True, **options)
+            return f
+
+        return decorator
+
+    @setupmethod
     def endpoint(self, endpoint: str) -> t.Callable[[F], F]:
         """Register the decorated function as the view for *endpoint*.
 
@@ -329,6 +367,19 @@ class Scaffold:
         Flask-compatible: ``flask.Flask.before_request``. On a blueprint, only for its requests.
         """
         self.before_request_funcs.setdefault(None, []).append(f)
+        return f
+
+    @setupmethod
+    def before_websocket(self, f: T_before) -> T_before:
+        """Run *f()* before each WebSocket handshake is accepted; a non-``None`` return (or
+        :func:`carboy.abort`) rejects the handshake with that response, e.g. ``("", 403)``.
+
+        On a blueprint, only for its WebSocket routes. ``before_request`` functions do not
+        run for WebSockets.
+
+        .. versionadded:: 0.1
+        """
+        self.before_websocket_funcs.setdefault(None, []).append(f)
         return f
 
     @setupmethod

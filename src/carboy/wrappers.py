@@ -6,6 +6,7 @@ against ``werkzeug.wrappers.Request``/``Response`` in extensions hold.
 
 from __future__ import annotations
 
+import asyncio
 import typing as t
 
 from werkzeug.exceptions import BadRequest, HTTPException
@@ -16,6 +17,7 @@ from . import json
 from .globals import _cv_app
 
 if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
     from werkzeug.routing import Rule
 
 
@@ -101,6 +103,34 @@ class Request(_WerkzeugRequest):
             return []
         return split_blueprint_path(name)
 
+    async def iter_body(self, chunk_size: int = 65536) -> t.AsyncIterator[bytes]:
+        """Yield the request body in chunks (``bytes``) as it arrives.
+
+        Under ASGI, reads from the server for a view marked with
+        :func:`carboy.stream_request_body` (and from the received body otherwise); under WSGI,
+        from :attr:`stream`. Use it once, instead of ``request.data``/``form``/``get_json``.
+
+        :param chunk_size: most bytes per chunk when reading a stream.
+        :raises werkzeug.exceptions.RequestEntityTooLarge: (413) past
+            :attr:`max_content_length`.
+        :raises werkzeug.exceptions.ClientDisconnected: (400) when the client goes away.
+
+        .. versionadded:: 0.1
+        """
+        receive = self.environ.get("carboy.asgi.receive")
+        if receive is not None and asyncio._get_running_loop() is not None:
+            from .asgi import iter_receive
+
+            async for chunk in iter_receive(receive, self.environ, self.max_content_length):
+                yield chunk
+            return
+        stream = self.stream
+        while True:
+            chunk = stream.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+
     def _load_form_data(self) -> None:
         super()._load_form_data()
         # In debug mode, explain why a form key is missing when the form was not sent as one.
@@ -156,3 +186,52 @@ class Response(_WerkzeugResponse):
         if ctx is not None:
             return int(ctx.app.config["MAX_COOKIE_SIZE"])
         return super().max_cookie_size
+
+
+class _Body:
+    """A finished 200 response written straight to the server: the short path for a view that
+    returns text or JSON when nothing (after hooks, session, signals) needs a Response object."""
+
+    __slots__ = ("body", "content_type")
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self.body = body
+        self.content_type = content_type
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        body = self.body
+        start_response(
+            "200 OK", [("Content-Type", self.content_type), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+
+class _AsyncBody:
+    """An async iterator returned by a view, as a response body.
+
+    Under ASGI the adapter iterates :attr:`_carboy_async_source` on the event loop. Under WSGI
+    this object is the body's sync iterator: each step runs on the worker thread's event loop.
+    """
+
+    __slots__ = ("_carboy_async_source",)
+
+    def __init__(self, source: t.AsyncIterator[t.Any]) -> None:
+        self._carboy_async_source = source
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        from .concurrency import run_coroutine
+
+        source = self._carboy_async_source
+        step = type(source).__anext__
+        while True:
+            try:
+                yield run_coroutine(step(source))  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                return
+
+    def close(self) -> None:
+        from .concurrency import run_coroutine
+
+        aclose = getattr(self._carboy_async_source, "aclose", None)
+        if aclose is not None:
+            run_coroutine(aclose())

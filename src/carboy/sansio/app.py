@@ -28,6 +28,7 @@ from ..scaffold import (
     Scaffold,
     T_filter,
     T_global,
+    T_serving,
     T_shell,
     T_teardown,
     T_test,
@@ -162,6 +163,17 @@ class App(Scaffold):
         self._router: Router | None = None
         self._fast: bool | None = None
         self._json_fast = False
+        self._asgi_native = True
+        #: Functions run once per worker before it serves (sync or ``async def``).
+        #:
+        #: .. versionadded:: 0.1
+        self.before_serving_funcs: list[t.Callable[[], t.Any]] = []
+        #: Functions run once per worker when it stops serving (sync or ``async def``).
+        #:
+        #: .. versionadded:: 0.1
+        self.after_serving_funcs: list[t.Callable[[], t.Any]] = []
+        self._sync_pool: t.Any = None
+        self._lifespan: t.Any = None
 
         from ..templating import _default_template_ctx_processor
 
@@ -399,6 +411,28 @@ class App(Scaffold):
     def add_template_global(self, f: ft.TemplateGlobalCallable, name: str | None = None) -> None:
         """Non-decorator form of :meth:`template_global`."""
         self.jinja_env.globals[name or f.__name__] = f
+
+    @setupmethod
+    def before_serving(self, f: T_serving) -> T_serving:
+        """Run *f()* (sync or ``async def``) once per worker, in an app context, before the
+        worker serves its first request: at ASGI lifespan startup, or under WSGI before the
+        first request (see ``docs/asgi.md``). If it raises, the worker stops with a message
+        naming the function.
+
+        .. versionadded:: 0.1
+        """
+        self.before_serving_funcs.append(f)
+        return f
+
+    @setupmethod
+    def after_serving(self, f: T_serving) -> T_serving:
+        """Run *f()* (sync or ``async def``) once per worker, in an app context, when it stops:
+        at ASGI lifespan shutdown, or under WSGI when the worker process exits.
+
+        .. versionadded:: 0.1
+        """
+        self.after_serving_funcs.append(f)
+        return f
 
     @setupmethod
     def teardown_appcontext(self, f: T_teardown) -> T_teardown:

@@ -1,0 +1,484 @@
+"""The ASGI adapter: one HTTP request from ``(scope, receive, send)`` to a response sent back.
+
+Flask's request object, hooks and error handling read a WSGI environ, so an HTTP scope becomes
+an environ (headers decoded once, as a WSGI server would) and the rest of the request path is the
+one WSGI uses. What differs is only where things run:
+
+* an endpoint whose view or hooks are ``async def`` runs on the server's event loop
+  (:meth:`carboy.Carboy._respond_async`), its sync hooks in the app's thread pool;
+* an endpoint that is all sync, or an app that overrides a dispatch step, runs Flask's sync
+  path in one pool thread (:meth:`carboy.Carboy._handle`), reading the body as it arrives;
+* a streamed body is stepped in the pool (sync iterator) or on the loop (async iterator) while
+  a watcher listens for ``http.disconnect``; on disconnect the iterator is closed, so
+  ``stream_with_context`` bodies run their teardown.
+
+Body limits: ``MAX_CONTENT_LENGTH`` is checked against ``Content-Length`` before reading and
+against the bytes received while reading; past it the answer is 413 and the rest is not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+import sys
+import tempfile
+import typing as t
+
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from .concurrency import executor, run_sync_in
+from .wrappers import _Body
+
+if t.TYPE_CHECKING:
+    from .app import Carboy
+
+Scope = t.MutableMapping[str, t.Any]
+Message = t.MutableMapping[str, t.Any]
+Receive = t.Callable[[], t.Awaitable[Message]]
+Send = t.Callable[[Message], t.Awaitable[None]]
+
+#: Bytes of a received body kept in memory; past this it spools to a temporary file.
+SPOOL_MEMORY_SIZE = 1024 * 1024
+
+# PERF: header name → environ key, computed once per distinct name (a dict hit per header
+# instead of decode/upper/replace); bounded so hostile clients cannot grow it.
+_ENVIRON_KEYS: dict[bytes, str] = {
+    b"content-type": "CONTENT_TYPE",
+    b"content-length": "CONTENT_LENGTH",
+}
+_ENVIRON_KEYS_MAX = 512
+
+
+def _environ_key(name: bytes) -> str:
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if len(_ENVIRON_KEYS) < _ENVIRON_KEYS_MAX:
+            _ENVIRON_KEYS[name] = key
+    return key
+
+
+def scope_environ(scope: Scope, body: t.Any) -> dict[str, t.Any]:
+    """A WSGI environ for an ASGI ``http`` or ``websocket`` *scope*.
+
+    :param scope: the ASGI connection scope.
+    :param body: the file-like object to expose as ``wsgi.input``.
+    :returns: the environ, with the scope under ``"asgi.scope"``.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not path.isascii():
+        path = path.encode("utf-8").decode("latin-1")
+    if root and not root.isascii():
+        root = root.encode("utf-8").decode("latin-1")
+    scheme = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
+    server = scope.get("server") or ("localhost", 80)
+    environ: dict[str, t.Any] = {
+        "REQUEST_METHOD": scope.get("method", "GET"),
+        "SCRIPT_NAME": root,
+        "PATH_INFO": path,
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": body,
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "asgi.scope": scope,
+    }
+    client = scope.get("client")
+    if client:
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
+    for name, value in scope["headers"]:
+        key = _environ_key(name)
+        text = value.decode("latin-1")
+        if key in environ:
+            text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+        environ[key] = text
+    if scope["type"] == "websocket":
+        environ.setdefault("HTTP_UPGRADE", "websocket")
+        environ.setdefault("HTTP_CONNECTION", "Upgrade")
+    extra = scope.get("extensions")
+    if extra and "carboy.environ" in extra:
+        # Test clients pass environ-only values (preserve_context hooks) this way.
+        environ.update(extra["carboy.environ"])
+    return environ
+
+
+def _has_body(environ: dict[str, t.Any]) -> bool:
+    length = environ.get("CONTENT_LENGTH")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "HTTP_TRANSFER_ENCODING" in environ
+
+
+def _declared_too_large(environ: dict[str, t.Any], limit: int | None) -> bool:
+    if limit is None:
+        return False
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0) > limit
+    except ValueError:
+        return False  # Werkzeug answers the malformed header when the body is read
+
+
+async def read_body(app: Carboy, environ: dict[str, t.Any], receive: Receive) -> None:
+    """Receive the whole body into ``wsgi.input`` (memory, then a temporary file), so Flask's
+    sync body API works in ``async def`` views.
+
+    :raises werkzeug.exceptions.RequestEntityTooLarge: (413) when ``Content-Length`` or the
+        bytes received pass ``MAX_CONTENT_LENGTH``; the rest of the body is not read.
+    :raises werkzeug.exceptions.ClientDisconnected: (400) when the client goes away mid-body.
+    """
+    if not _has_body(environ):
+        environ["wsgi.input"] = io.BytesIO()
+        return
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    if _declared_too_large(environ, limit):
+        raise RequestEntityTooLarge()
+    # Closed on error here, else handed to the request as ``wsgi.input`` (closed with it).
+    buffer: t.Any = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_SIZE)  # noqa: SIM115
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            buffer.close()
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            buffer.close()
+            raise RequestEntityTooLarge()
+        if chunk:
+            if buffer._rolled or size > SPOOL_MEMORY_SIZE:
+                # On disk: write from a pool thread so the event loop never waits on the disk.
+                await run_sync_in(contextvars.copy_context(), app, buffer.write, chunk)
+            else:
+                buffer.write(chunk)
+        if not message.get("more_body", False):
+            break
+    buffer.seek(0)
+    environ["wsgi.input"] = buffer
+    environ["CONTENT_LENGTH"] = str(size)
+
+
+class ReceiveStream(io.RawIOBase):
+    """``wsgi.input`` for code in a pool thread: reads block the thread (not the event loop)
+    while ``receive()`` runs on the loop.
+
+    :param receive: the ASGI receive callable.
+    :param loop: the server's event loop.
+    """
+
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
+        self._receive = receive
+        self._loop = loop
+        self._pending = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bytes:
+        if asyncio._get_running_loop() is self._loop:
+            raise RuntimeError(
+                "The request body is read as it arrives for this view; from 'async def' code,"
+                " use 'async for chunk in request.iter_body()'."
+            )
+        pending: t.Any = asyncio.run_coroutine_threadsafe(self._receive(), self._loop)  # type: ignore[arg-type]
+        message: Message = pending.result()
+        if message["type"] == "http.disconnect":
+            self._done = True
+            raise ClientDisconnected()
+        if not message.get("more_body", False):
+            self._done = True
+        return t.cast(bytes, message.get("body", b""))
+
+    def readinto(self, buffer: t.Any) -> int:
+        while not self._pending and not self._done:
+            self._pending = self._next_chunk()
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+async def iter_receive(
+    receive: Receive, environ: dict[str, t.Any], limit: int | None
+) -> t.AsyncIterator[bytes]:
+    """Yield body chunks from *receive* as they arrive, enforcing *limit* (bytes).
+
+    :raises werkzeug.exceptions.RequestEntityTooLarge: past *limit*.
+    :raises werkzeug.exceptions.ClientDisconnected: when the client goes away.
+    """
+    if not _has_body(environ):
+        return
+    if _declared_too_large(environ, limit):
+        raise RequestEntityTooLarge()
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise RequestEntityTooLarge()
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+# -- sending the response -----------------------------------------------------------------------
+
+
+def _raw_headers(headers: t.Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def call_wsgi(
+    app: Carboy,
+    wsgi: t.Callable[..., t.Iterable[bytes]],
+    environ: dict[str, t.Any],
+    context: contextvars.Context,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Serve the request through the WSGI callable *wsgi* (the app's wrapped ``wsgi_app``) in
+    the pool, so WSGI middleware applied to the app keeps working under ASGI."""
+    started: list[t.Any] = []
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+    ) -> t.Any:
+        if exc_info is not None and started and started[0] is True:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started[:] = [status, headers]
+        return _no_write
+
+    app_iter = await run_sync_in(context, app, wsgi, environ, start_response)
+    try:
+        if isinstance(app_iter, list | tuple):
+            status, headers = started
+            await send(_start(status, headers))
+            await send({"type": "http.response.body", "body": b"".join(app_iter)})
+            return
+        loop = asyncio.get_running_loop()
+        iterator = iter(app_iter)
+        first = await loop.run_in_executor(executor(app), context.run, _step, iterator)
+        status, headers = started
+        await send(_start(status, headers))
+        if first is not _DONE:
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            await _stream(app, iterator, context, receive, send, close=False)
+        else:
+            await send({"type": "http.response.body", "body": b""})
+    finally:
+        close = getattr(app_iter, "close", None)
+        if close is not None:
+            await run_sync_in(context, app, close)
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("carboy does not support the WSGI write() callable under ASGI.")
+
+
+def _start(status: str, headers: t.Iterable[tuple[str, str]]) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": int(status.split(" ", 1)[0]),
+        "headers": _raw_headers(headers),
+    }
+
+
+async def _asgi_signature(scope: Scope, receive: Receive, send: Send) -> None:
+    """The signature servers read; never called."""
+
+
+class AsgiCall:
+    """``app.__call__`` as read from an app instance.
+
+    :meth:`carboy.Carboy.__call__` is a plain function, since WSGI servers call it
+    synchronously. uvicorn (``asyncio.iscoroutinefunction``) and hypercorn
+    (``inspect.iscoroutinefunction``) read ``app.__call__`` to choose ASGI 3; the app stores an
+    instance of this class under that name, which reads as an ``async def`` of
+    ``(scope, receive, send)`` to both, while ``app(...)`` still goes to the class's method.
+    This is the one place carboy adapts to that detection.
+    """
+
+    __slots__ = ("_app",)
+    __name__ = "__call__"
+    __code__ = _asgi_signature.__code__
+    __defaults__ = None
+    __kwdefaults__ = None
+    _is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
+
+    def __init__(self, app: t.Any) -> None:
+        self._app = app
+
+    def __call__(self, *args: t.Any) -> t.Any:
+        return type(self._app).__call__(self._app, *args)
+
+
+AsgiCall.__annotations__ = {}
+
+
+async def send_response(
+    app: Carboy,
+    response: t.Any,
+    environ: dict[str, t.Any],
+    body_context: contextvars.Context,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Send *response* (a :class:`~werkzeug.wrappers.Response` or carboy's short-path body).
+
+    A sequence body is sent in one message. An iterator body is sent chunk by chunk: a sync
+    iterator is stepped in the pool inside *body_context* (where ``stream_with_context`` pushed
+    its context), an async one on the loop; if the client disconnects, it is closed.
+    """
+    if response.__class__ is _Body:
+        body = response.body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", response.content_type.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return
+    source = getattr(response.response, "_carboy_async_source", None)
+    if source is not None:
+        await _send_async_body(app, response, environ, source, receive, send)
+        return
+    app_iter, status, headers = response.get_wsgi_response(environ)
+    start = _start(status, headers)
+    if response.is_sequence or isinstance(app_iter, list | tuple):
+        # In memory: joining and sending on the loop is cheaper than any thread hop.
+        try:
+            chunks = b"".join(app_iter)
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+        await send(start)
+        await send({"type": "http.response.body", "body": chunks})
+        return
+    await send(start)
+    await _stream(app, app_iter, body_context, receive, send)
+
+
+_DONE = object()
+
+
+def _step(iterator: t.Iterator[bytes]) -> t.Any:
+    return next(iterator, _DONE)
+
+
+async def _stream(
+    app: Carboy,
+    app_iter: t.Iterable[bytes],
+    body_context: contextvars.Context,
+    receive: Receive,
+    send: Send,
+    close: bool = True,
+) -> None:
+    iterator = iter(app_iter)
+    loop = asyncio.get_running_loop()
+    pool = executor(app)
+    inflight: list[asyncio.Future[t.Any]] = []
+
+    async def pump() -> None:
+        while True:
+            future = loop.run_in_executor(pool, body_context.run, _step, iterator)
+            inflight[:] = [future]
+            chunk = await asyncio.shield(future)
+            if chunk is _DONE:
+                break
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    try:
+        await _until_disconnect(pump(), receive)
+    finally:
+        # Wait for a step still running in the pool, then close the iterator in the same
+        # context: generators run their ``finally`` blocks and ``stream_with_context`` pops.
+        for future in inflight:
+            if not future.done():
+                await asyncio.wait([future])
+        closer = getattr(app_iter, "close", None) if close else None
+        if closer is not None:
+            await loop.run_in_executor(pool, body_context.run, closer)
+
+
+async def _send_async_body(
+    app: Carboy,
+    response: t.Any,
+    environ: dict[str, t.Any],
+    source: t.AsyncIterator[t.Any],
+    receive: Receive,
+    send: Send,
+) -> None:
+    headers = response.get_wsgi_headers(environ)
+    code = response.status_code
+    await send(
+        {"type": "http.response.start", "status": code, "headers": _raw_headers(headers.items())}
+    )
+    charset = "utf-8"
+    bodyless = environ["REQUEST_METHOD"] == "HEAD" or code in (204, 304) or code < 200
+
+    async def pump() -> None:
+        if not bodyless:
+            async for chunk in source:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode(charset)
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    try:
+        await _until_disconnect(pump(), receive)
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        response.close()
+
+
+async def _until_disconnect(sending: t.Coroutine[t.Any, t.Any, None], receive: Receive) -> None:
+    """Run *sending* until it ends or the client disconnects (then cancel it)."""
+    sender = asyncio.ensure_future(sending)
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait([sender, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not sender.done():
+            sender.cancel()
+        watcher.cancel()
+        await asyncio.gather(sender, watcher, return_exceptions=True)
+    if not sender.cancelled():
+        error = sender.exception()
+        if error is not None and not isinstance(error, OSError):
+            raise error

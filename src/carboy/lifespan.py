@@ -1,0 +1,137 @@
+"""Worker lifespan: the app's ``before_serving`` and ``after_serving`` functions, once per worker.
+
+Under ASGI they run through the lifespan protocol: startup before the server accepts
+connections, shutdown after it stops. WSGI has no such protocol; its equivalent here is:
+
+* startup runs on the worker's first request, before that request is handled, under a lock so
+  a threaded worker runs it once (``carboy run`` and ``app.run`` run it before serving);
+* shutdown runs when the worker process exits (an :mod:`atexit` function).
+
+A startup function that raises stops the worker: under ASGI the server gets
+``lifespan.startup.failed`` and exits; under WSGI, :class:`WorkerStartupError` (a
+:class:`SystemExit` with code 3, which gunicorn reports as "Worker failed to boot" and stops on).
+Either way the message names the function and the error, and the traceback is logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import threading
+import typing as t
+
+from .concurrency import run_sync
+
+if t.TYPE_CHECKING:
+    from .app import Carboy
+    from .asgi import Receive, Scope, Send
+
+_wsgi_lock = threading.Lock()
+
+
+class WorkerStartupError(SystemExit):
+    """A ``before_serving`` function failed, so this worker stops (exit status 3).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(3)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _describe(func: t.Callable[..., t.Any], error: BaseException) -> str:
+    name = getattr(func, "__qualname__", repr(func))
+    return f"carboy: startup function {name!r} failed, so this worker stops: {error!r}"
+
+
+async def serve_lifespan(app: Carboy, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer the ASGI lifespan protocol for *app*."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            with app.app_context():
+                for func in app.before_serving_funcs:
+                    try:
+                        if inspect.iscoroutinefunction(func):
+                            await func()
+                        else:
+                            await run_sync(app, func)
+                    except Exception as e:
+                        text = _describe(func, e)
+                        app.logger.critical(text, exc_info=e)
+                        app._lifespan = "failed"
+                        await send({"type": "lifespan.startup.failed", "message": text})
+                        return
+            app._lifespan = "asgi"
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            failure = None
+            with app.app_context():
+                for func in app.after_serving_funcs:
+                    try:
+                        if inspect.iscoroutinefunction(func):
+                            await func()
+                        else:
+                            await run_sync(app, func)
+                    except Exception as e:
+                        name = getattr(func, "__qualname__", repr(func))
+                        failure = f"carboy: shutdown function {name!r} failed: {e!r}"
+                        app.logger.error(failure, exc_info=e)
+            pool = app._sync_pool
+            if pool is not None:
+                pool.shutdown(wait=False)
+                app._sync_pool = None
+            if failure is not None:
+                await send({"type": "lifespan.shutdown.failed", "message": failure})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def start_wsgi_worker(app: Carboy) -> None:
+    """Run *app*'s startup functions once in this process (the WSGI equivalent of lifespan
+    startup) and register its shutdown functions to run at process exit.
+
+    :raises WorkerStartupError: when a startup function raises (also on later calls).
+    """
+    with _wsgi_lock:
+        state = app._lifespan
+        if state == "failed":
+            raise WorkerStartupError("carboy: this worker's startup failed; see the log.")
+        if state is not None:
+            return
+        if not app.before_serving_funcs:
+            app._lifespan = "wsgi"
+            if app.after_serving_funcs:
+                atexit.register(stop_wsgi_worker, app)
+            return
+        with app.app_context():
+            for func in app.before_serving_funcs:
+                try:
+                    app.ensure_sync(func)()
+                except Exception as e:
+                    text = _describe(func, e)
+                    app.logger.critical(text, exc_info=e)
+                    app._lifespan = "failed"
+                    raise WorkerStartupError(text) from e
+        app._lifespan = "wsgi"
+        if app.after_serving_funcs:
+            atexit.register(stop_wsgi_worker, app)
+
+
+def stop_wsgi_worker(app: Carboy) -> None:
+    """Run *app*'s shutdown functions (at process exit under WSGI); errors are logged."""
+    if app._lifespan != "wsgi":
+        return
+    app._lifespan = "stopped"
+    with app.app_context():
+        for func in app.after_serving_funcs:
+            try:
+                app.ensure_sync(func)()
+            except Exception as e:
+                name = getattr(func, "__qualname__", repr(func))
+                app.logger.error(f"carboy: shutdown function {name!r} failed: {e!r}", exc_info=e)
