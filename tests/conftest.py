@@ -8,6 +8,7 @@ import pytest
 
 import carboy
 from carboy.globals import _cv_app, _cv_request
+from carboy.testing import ASGIClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -22,11 +23,16 @@ class ChainApp(carboy.Carboy):
         return super().dispatch_request()
 
 
-@pytest.fixture(params=["short-path", "method-chain"])
+@pytest.fixture(params=["short-path", "method-chain", "asgi"])
 def app(request: pytest.FixtureRequest) -> carboy.Carboy:
-    cls = carboy.Carboy if request.param == "short-path" else ChainApp
+    """The app every app-level test runs on, three ways: WSGI on carboy's short path, WSGI on
+    Flask's plain method chain, and ASGI (the test client drives ``await app(scope, receive,
+    send)``, so the same assertions hold for the ASGI adapter)."""
+    cls = ChainApp if request.param == "method-chain" else carboy.Carboy
     app = cls("test_app", root_path=os.path.dirname(__file__))
     app.config.update(TESTING=True, SECRET_KEY="test key")
+    if request.param == "asgi":
+        app.test_client_class = ASGIClient
     return app
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import werkzeug.test
 from click.testing import CliRunner, Result
+from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request as BaseRequest
 
 from .cli import ScriptInfo
@@ -27,6 +28,7 @@ if t.TYPE_CHECKING:
     from .sessions import SessionMixin
 
 __all__ = [
+    "ASGIClient",
     "CarboyCliRunner",
     "CarboyClient",
     "EnvironBuilder",
@@ -252,6 +254,41 @@ class CarboyClient(werkzeug.test.Client):
     ) -> None:
         self.preserve_context = False
         self._context_stack.close()
+
+
+class ASGIClient(CarboyClient):
+    """A :class:`CarboyClient` whose requests go through the app's ASGI interface.
+
+    Same API as the WSGI client; use it to test the ASGI path in process:
+    ``app.test_client_class = ASGIClient``. Each request runs ``await app(scope, receive,
+    send)`` to completion on the calling thread's event loop, so streamed bodies are read in
+    full before the response is returned.
+
+    .. versionadded:: 0.1
+    """
+
+    def run_wsgi_app(
+        self, environ: dict[str, t.Any], buffered: bool = False
+    ) -> tuple[t.Iterable[bytes], str, Headers]:
+        from werkzeug.sansio.utils import get_current_url
+
+        from .asgi_testing import ASGIDriver
+
+        # Werkzeug's Client.run_wsgi_app, with the app's ASGI side in place of its WSGI side.
+        self._add_cookies_to_wsgi(environ)
+        rv = werkzeug.test.run_wsgi_app(ASGIDriver(self.application), environ, buffered)
+        url = urlsplit(
+            get_current_url(
+                environ["wsgi.url_scheme"],
+                environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "localhost"),
+                environ.get("SCRIPT_NAME", ""),
+                environ.get("PATH_INFO", ""),
+            )
+        )
+        self._update_cookies_from_response(
+            url.hostname or "localhost", url.path, rv[2].getlist("Set-Cookie")
+        )
+        return rv
 
 
 class CarboyCliRunner(CliRunner):
