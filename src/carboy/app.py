@@ -346,7 +346,7 @@ class Carboy(App):
         Wrap it (``app.wsgi_app = Middleware(app.wsgi_app)``) to add WSGI middleware; the
         wrapped app is also what ASGI requests go through then.
         """
-        if self._lifespan is None:
+        if not self._wsgi_ready:
             from .lifespan import start_wsgi_worker
 
             start_wsgi_worker(self)
@@ -421,7 +421,9 @@ class Carboy(App):
                 return
         # Sync: Flask's path (or the app's wrapped wsgi_app) in one pool thread, the body read
         # as it arrives. The context it runs in is kept for stepping a streamed body.
-        environ["wsgi.input"] = ReceiveStream(receive, asyncio.get_running_loop())
+        environ["wsgi.input"] = ReceiveStream(
+            receive, asyncio.get_running_loop(), self.config["MAX_CONTENT_LENGTH"]
+        )
         environ["carboy.asgi.receive"] = receive
         context = contextvars.copy_context()
         if self._asgi_native:
@@ -469,7 +471,9 @@ class Carboy(App):
         environ = ctx.environ
         try:
             if plan.streams_body:
-                environ["wsgi.input"] = ReceiveStream(receive, asyncio.get_running_loop())
+                environ["wsgi.input"] = ReceiveStream(
+                    receive, asyncio.get_running_loop(), self.config["MAX_CONTENT_LENGTH"]
+                )
                 environ["carboy.asgi.receive"] = receive
             else:
                 await read_body(self, environ, receive)

@@ -67,6 +67,7 @@ async def serve_lifespan(app: Carboy, scope: Scope, receive: Receive, send: Send
                         await send({"type": "lifespan.startup.failed", "message": text})
                         return
             app._lifespan = "asgi"
+            app._wsgi_ready = True  # a wrapped wsgi_app must not run startup again
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             failure = None
@@ -103,9 +104,11 @@ def start_wsgi_worker(app: Carboy) -> None:
         if state == "failed":
             raise WorkerStartupError("carboy: this worker's startup failed; see the log.")
         if state is not None:
+            app._wsgi_ready = True
             return
         if not app.before_serving_funcs:
             app._lifespan = "wsgi"
+            app._wsgi_ready = True
             if app.after_serving_funcs:
                 atexit.register(stop_wsgi_worker, app)
             return
@@ -119,6 +122,7 @@ def start_wsgi_worker(app: Carboy) -> None:
                     app._lifespan = "failed"
                     raise WorkerStartupError(text) from e
         app._lifespan = "wsgi"
+        app._wsgi_ready = True
         if app.after_serving_funcs:
             atexit.register(stop_wsgi_worker, app)
 

@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
 
     from .app import Carboy
     from .sessions import SessionMixin
+    from .websocket_testing import WebsocketTestSession
 
 __all__ = [
     "ASGIClient",
@@ -168,6 +169,65 @@ class CarboyClient(werkzeug.test.Client):
             ctx.request.path,
             response.headers.getlist("Set-Cookie"),
         )
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        subprotocols: t.Sequence[str] | None = None,
+        headers: t.Mapping[str, str] | t.Iterable[tuple[str, str]] | None = None,
+        query_string: str | t.Mapping[str, t.Any] | None = None,
+    ) -> WebsocketTestSession:
+        """A WebSocket connection to *path*, served through the app's ASGI interface.
+
+        Use it as a context manager; the handshake is made on entering::
+
+            with client.websocket("/ws/echo") as ws:
+                ws.send("hi")
+                assert ws.receive() == "hi"
+
+        The handshake request is built as :meth:`open` builds requests (the app's config, this
+        client's ``environ_base`` and cookies, so ``session`` works in the handler).
+
+        :param path: the URL path; may carry a query string.
+        :param subprotocols: the subprotocols (list of str) to offer, in order of preference.
+        :param headers: extra request headers (mapping or ``(name, value)`` pairs).
+        :param query_string: the query string, as a string or a mapping of arguments.
+        :returns: a :class:`~carboy.websocket_testing.WebsocketTestSession`; entering it
+            raises :class:`~carboy.websocket_testing.WebsocketRejected` when the app refuses.
+
+        .. versionadded:: 0.1
+        """
+        from .asgi_testing import environ_scope
+        from .websocket_testing import WebsocketTestSession
+
+        handshake = Headers(
+            {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGVzdC1jbGllbnQta2V5IQ==",
+            }
+        )
+        if subprotocols:
+            handshake["Sec-WebSocket-Protocol"] = ", ".join(subprotocols)
+        if headers is not None:
+            handshake.update(headers)
+        builder = EnvironBuilder(
+            self.application,
+            path,
+            headers=handshake,
+            query_string=query_string,
+            environ_base=self._copy_environ({}),
+        )
+        try:
+            environ = builder.get_environ()
+        finally:
+            builder.close()
+        self._add_cookies_to_wsgi(environ)
+        scope = environ_scope(environ, "websocket")
+        scope["subprotocols"] = list(subprotocols or ())
+        return WebsocketTestSession(self.application, scope)
 
     def _copy_environ(self, other: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         environ = {**self.environ_base, **other}

@@ -8,9 +8,11 @@ method (``get``, ``post``, ...); then register ``YourView.as_view("name")`` with
 
 from __future__ import annotations
 
+import inspect
 import typing as t
 
 from . import typing as ft
+from .concurrency import ensure_async
 from .globals import current_app, request
 
 #: The lower-case HTTP method names :class:`MethodView` looks for as handler methods.
@@ -44,6 +46,14 @@ class View:
     #: :meth:`as_view`, serves every request (``False``; it must not keep per-request state).
     init_every_request: t.ClassVar[bool] = True
 
+    @classmethod
+    def _dispatches_async(cls) -> bool:
+        return inspect.iscoroutinefunction(cls.dispatch_request)
+
+    async def _dispatch_async(self, **kwargs: t.Any) -> t.Any:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return await ensure_async(app, self.dispatch_request)(**kwargs)
+
     def dispatch_request(self) -> ft.ResponseReturnValue:
         """Handle the request and return a response value; URL variables are keyword arguments.
 
@@ -72,7 +82,19 @@ class View:
         # The outermost (decorated) function; the per-request factory reads ``view_class``
         # from it at call time, so replacing that attribute takes effect.
         view_func: t.Any
-        if cls.init_every_request:
+        if cls._dispatches_async():
+            # An async view function, so that under ASGI the handler runs on the event loop
+            # (a sync wrapper would send it to the thread pool and back).
+            shared_instance = None if cls.init_every_request else cls(*class_args, **class_kwargs)
+
+            async def run_async(**kwargs: t.Any) -> t.Any:
+                instance = shared_instance
+                if instance is None:
+                    instance = view_func.view_class(*class_args, **class_kwargs)
+                return await instance._dispatch_async(**kwargs)
+
+            view_func = run_async
+        elif cls.init_every_request:
 
             def view(**kwargs: t.Any) -> ft.ResponseReturnValue:
                 instance = view_func.view_class(*class_args, **class_kwargs)
@@ -81,16 +103,17 @@ class View:
                 )
                 return rv
 
+            view_func = view
         else:
             shared = cls(*class_args, **class_kwargs)
 
-            def view(**kwargs: t.Any) -> ft.ResponseReturnValue:
+            def view_shared(**kwargs: t.Any) -> ft.ResponseReturnValue:
                 rv: ft.ResponseReturnValue = current_app.ensure_sync(shared.dispatch_request)(
                     **kwargs
                 )
                 return rv
 
-        view_func = view
+            view_func = view_shared
         if cls.decorators:
             # Decorators that copy metadata (functools.wraps) should see the final names.
             view_func.__name__ = name
@@ -135,12 +158,21 @@ class MethodView(View):
         if found:
             cls.methods = found
 
-    def dispatch_request(self, **kwargs: t.Any) -> ft.ResponseReturnValue:
-        """Call the handler for ``request.method`` with the URL variables.
+    @classmethod
+    def _dispatches_async(cls) -> bool:
+        if cls.dispatch_request is not MethodView.dispatch_request:
+            return super()._dispatches_async()
+        return any(
+            inspect.iscoroutinefunction(getattr(cls, name, None)) for name in http_method_funcs
+        )
 
-        :raises NotImplementedError: when the class has no handler for the request's method
-            (possible only when :attr:`methods` lists a method no handler exists for).
-        """
+    async def _dispatch_async(self, **kwargs: t.Any) -> t.Any:
+        if type(self).dispatch_request is not MethodView.dispatch_request:
+            return await super()._dispatch_async(**kwargs)
+        handler = self._handler()
+        return await ensure_async(current_app._get_current_object(), handler)(**kwargs)  # type: ignore[attr-defined]
+
+    def _handler(self) -> t.Callable[..., t.Any]:
         method = request.method
         handler = getattr(self, method.lower(), None)
         if handler is None and method == "HEAD":
@@ -150,7 +182,15 @@ class MethodView(View):
                 f"{type(self).__name__} has no handler for the {method!r} method; define"
                 f" '{method.lower()}' or remove {method!r} from its 'methods'."
             )
-        rv: ft.ResponseReturnValue = current_app.ensure_sync(handler)(**kwargs)
+        return handler  # type: ignore[no-any-return]
+
+    def dispatch_request(self, **kwargs: t.Any) -> ft.ResponseReturnValue:
+        """Call the handler for ``request.method`` with the URL variables.
+
+        :raises NotImplementedError: when the class has no handler for the request's method
+            (possible only when :attr:`methods` lists a method no handler exists for).
+        """
+        rv: ft.ResponseReturnValue = current_app.ensure_sync(self._handler())(**kwargs)
         return rv
 
 

@@ -10,6 +10,7 @@ A WebSocket connection gets a request context, as an HTTP request does, so ``ses
 3. the handler runs; ``websocket.accept()`` is called for it on its first send or receive;
    returning a response value before accepting rejects the handshake with it;
 4. the socket closes: 1000 when the handler returns, 1011 (and the error logged) when it raises;
+   an error before the handshake is answered rejects it with a 500 instead;
 5. teardown functions run and the context pops.
 
 A rejection is sent as an HTTP response when the server supports the ASGI
@@ -23,7 +24,7 @@ import json as _json
 import sys
 import typing as t
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.local import LocalProxy
 
 from .asgi import scope_environ
@@ -147,11 +148,15 @@ class Websocket:
         await self.send(text)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection with *code* and *reason* (once; later calls do nothing)."""
+        """Close the connection with *code* and *reason* (once; later calls do nothing).
+
+        A close frame carries at most 123 bytes of reason, so a longer *reason* is cut to fit
+        (servers fail on a longer one).
+        """
         if self.closed:
             return
         self.closed = True
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        await self._send({"type": "websocket.close", "code": code, "reason": _fit(reason)})
 
     async def _reject(self, response: t.Any) -> None:
         """Refuse the handshake with *response* (a response object)."""
@@ -171,6 +176,19 @@ class Websocket:
             await self._send({"type": "websocket.http.response.body", "body": response.get_data()})
         else:
             await self._send({"type": "websocket.close", "code": 1008, "reason": ""})
+
+
+#: The most UTF-8 bytes a close frame's reason can hold (RFC 6455, section 5.5: a control
+#: frame's payload is at most 125 bytes, 2 of which are the code).
+_MAX_REASON = 123
+
+
+def _fit(reason: str) -> str:
+    """*reason*, cut to :data:`_MAX_REASON` UTF-8 bytes without splitting a character."""
+    data = reason.encode("utf-8")
+    if len(data) <= _MAX_REASON:
+        return reason
+    return data[:_MAX_REASON].decode("utf-8", "ignore")
 
 
 def _get_websocket() -> Websocket:
@@ -219,7 +237,10 @@ async def serve_websocket(app: Carboy, scope: Scope, receive: Receive, send: Sen
         except Exception as e:
             error = e
             app.log_exception((type(e), e, e.__traceback__))  # type: ignore[arg-type]
-            if not ws.closed:
+            if not ws.accepted and not ws.closed:
+                # Failed before the handshake was answered: refuse it with a 500.
+                await ws._reject(InternalServerError().get_response())
+            elif not ws.closed:
                 # 1011: the server hit an unexpected condition (RFC 6455, section 7.4.1).
                 await ws.close(1011, "internal error")
     except BaseException:

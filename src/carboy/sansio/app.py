@@ -174,6 +174,7 @@ class App(Scaffold):
         self.after_serving_funcs: list[t.Callable[[], t.Any]] = []
         self._sync_pool: t.Any = None
         self._lifespan: t.Any = None
+        self._wsgi_ready = False
 
         from ..templating import _default_template_ctx_processor
 
