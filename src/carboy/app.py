@@ -33,6 +33,7 @@ from werkzeug.exceptions import (
     InternalServerError,
     NotFound,
 )
+from werkzeug.exceptions import NotImplemented as HTTPNotImplemented
 from werkzeug.routing import BuildError, MapAdapter, RequestRedirect, RoutingException, Rule
 from werkzeug.utils import redirect as _wz_redirect
 from werkzeug.wrappers import Response as BaseResponse
@@ -217,6 +218,7 @@ class Carboy(App):
             self.url_map.host_matching
             or self.subdomain_matching
             or self.config["TRUSTED_HOSTS"] is not None
+            or "HTTP_UPGRADE" in environ  # a WebSocket handshake: Werkzeug checks the rule kind
         ):
             path = environ.get("PATH_INFO", "")
             if not path.isascii():
@@ -454,14 +456,16 @@ class Carboy(App):
                 environ["werkzeug.debug.preserve_context"](_cv_request.get())
             if error is not None and self.should_ignore_error(error):
                 error = None
-            if (
-                plan.teardown
-                or self.teardown_appcontext_funcs
-                or signals.request_tearing_down.receivers
-                or signals.appcontext_tearing_down.receivers
-            ):
-                await run_sync(self, ctx._teardown, error)
-            ctx.pop(error)
+            try:
+                if (
+                    plan.teardown
+                    or self.teardown_appcontext_funcs
+                    or signals.request_tearing_down.receivers
+                    or signals.appcontext_tearing_down.receivers
+                ):
+                    await run_sync(self, ctx._teardown, error)
+            finally:
+                ctx.pop(error)
         return response, contextvars.copy_context()
 
     async def _dispatch_async(self, ctx: RequestContext, plan: _Plan, receive: Receive) -> t.Any:
@@ -974,7 +978,7 @@ class Carboy(App):
 def _websocket_over_http(**kwargs: t.Any) -> t.NoReturn:
     """The view of a WebSocket route when reached over WSGI, or by a request that is not a
     WebSocket handshake but matched anyway (an OPTIONS request, say)."""
-    raise NotImplementedError(
+    raise HTTPNotImplemented(
         "This URL is a WebSocket route. WebSockets need an ASGI server (uvicorn, hypercorn,"
         " granian --interface asgi); a WSGI server cannot hold the connection open."
     )

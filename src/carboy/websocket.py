@@ -3,10 +3,11 @@
 A WebSocket connection gets a request context, as an HTTP request does, so ``session``, ``g``,
 ``current_app``, ``request.args`` and ``url_for`` work in the handler. Its life:
 
-1. the URL is matched against the rules (only rules made with ``websocket()`` match; an HTTP
-   rule answers 400, no rule 404);
-2. the ``before_websocket`` functions run (app, then enclosing blueprints); one that returns a
-   value or aborts rejects the handshake with that response, e.g. 403;
+1. the URL is matched against the rules by Werkzeug's matcher (only rules made with
+   ``websocket()`` match; an HTTP rule answers 400, no rule 404);
+2. the ``url_value_preprocessors`` run, then the ``before_websocket`` functions (each: app,
+   then enclosing blueprints); a ``before_websocket`` function that returns a value or aborts
+   rejects the handshake with that response, e.g. 403;
 3. the handler runs; ``websocket.accept()`` is called for it on its first send or receive;
    returning a response value before accepting rejects the handshake with it;
 4. the socket closes: 1000 when the handler returns, 1011 (and the error logged) when it raises;
@@ -214,6 +215,7 @@ async def serve_websocket(app: Carboy, scope: Scope, receive: Receive, send: Sen
     if first["type"] != "websocket.connect":
         return
     ctx = app.request_context(scope_environ(scope, io.BytesIO()))
+    _match(ctx)
     ws = Websocket(scope, receive, send)
     ctx.websocket = ws
     error: BaseException | None = None
@@ -249,8 +251,28 @@ async def serve_websocket(app: Carboy, scope: Scope, receive: Receive, send: Sen
     finally:
         if error is not None and app.should_ignore_error(error):
             error = None
-        await run_sync(app, ctx._teardown, error)
-        ctx.pop(error)
+        try:
+            await run_sync(app, ctx._teardown, error)
+        finally:
+            # Pop even when a teardown function raised, so the app context's teardown runs
+            # too; the request's teardown functions are not run a second time.
+            ctx._torn_down = True
+            ctx.pop(error)
+
+
+def _match(ctx: RequestContext) -> None:
+    """Match the handshake's URL with Werkzeug's matcher, which tells WebSocket rules from HTTP
+    ones (the app's fast router does not), before the context is pushed."""
+    adapter = ctx.url_adapter  # records the routing exception of an untrusted host
+    if adapter is None:
+        return
+    try:
+        rule, args = adapter.match(return_rule=True)
+    except HTTPException as e:
+        # An HTTP-only rule at this URL gives WebsocketMismatch (400).
+        ctx._set_routing_exception(e)
+    else:
+        ctx._set_match(rule, t.cast(dict[str, t.Any], args))
 
 
 async def _run(app: Carboy, ctx: RequestContext) -> t.Any:
@@ -261,6 +283,12 @@ async def _run(app: Carboy, ctx: RequestContext) -> t.Any:
     scopes: list[str | None] = [None]
     if endpoint is not None and "." in endpoint:
         scopes.extend(reversed(split_blueprint_path(endpoint.rpartition(".")[0])))
+    # As for HTTP requests: the URL value preprocessors (app, then enclosing blueprints) may
+    # take values out of the view arguments before the hooks and the handler see them.
+    view_args = request.view_args
+    for name in scopes:
+        for preprocess in app.url_value_preprocessors.get(name, ()):
+            preprocess(endpoint, view_args)
     for name in scopes:
         for func in app.before_websocket_funcs.get(name, ()):
             rv = await ensure_async(app, func)()

@@ -120,6 +120,7 @@ class WebsocketTestSession:
         self._loop_done = False
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._error_raised = False
         self._entered = False
 
     # -- the app's side, on the session's event loop ---------------------------------------
@@ -177,14 +178,13 @@ class WebsocketTestSession:
                 return
             loop.call_soon_threadsafe(inbox.put_nowait, message)
 
-    def _next(self, timeout: float | None) -> t.Any:
+    def _next(self, timeout: float | None, waiting_for: str = "sent no WebSocket message") -> t.Any:
         wait = self.timeout if timeout is None else timeout
         try:
             return self._outbox.get(timeout=wait)
         except queue.Empty:
             raise TimeoutError(
-                f"The app sent no WebSocket message within {wait} seconds"
-                f" (path {self.scope.get('path')!r})."
+                f"The app {waiting_for} within {wait} seconds (path {self.scope.get('path')!r})."
             ) from None
 
     def _finish(self) -> None:
@@ -218,11 +218,14 @@ class WebsocketTestSession:
         self._ready.wait(self.timeout)
         self._post({"type": "websocket.connect"})
         try:
-            message = self._next(None)
+            message = self._next(None, "did not answer the WebSocket handshake")
         except TimeoutError:
             self.closed = True
             self._post({"type": "websocket.disconnect", "code": 1006, "reason": ""})
-            self._finish()
+            try:
+                self._finish()
+            except TimeoutError:
+                pass  # cancelled; the handshake timeout is the error to report
             raise
         kind = message["type"] if isinstance(message, dict) else None
         if kind == "websocket.accept":
@@ -239,8 +242,7 @@ class WebsocketTestSession:
         else:
             rejection = None
         self._finish()
-        if self._error is not None:
-            raise self._error
+        self._raise_error()
         if rejection is None:
             raise RuntimeError(
                 f"The app answered the WebSocket handshake with {message!r} instead of"
@@ -271,8 +273,15 @@ class WebsocketTestSession:
             self.closed = True
             self._post({"type": "websocket.disconnect", "code": 1000, "reason": ""})
         self._finish()
-        if self._error is not None and exc_value is None:
-            raise self._error
+        if exc_value is None:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        """Raise the exception the app propagated, once (not again when leaving the block)."""
+        error = self._error
+        if error is not None and not self._error_raised:
+            self._error_raised = True
+            raise error
 
     def send(self, data: str | bytes) -> None:
         """Send *data* to the app: a text frame for ``str``, a binary frame for ``bytes``.
@@ -313,8 +322,7 @@ class WebsocketTestSession:
         message = self._next(timeout)
         if message is _FINISHED:
             self.closed = True
-            if self._error is not None:
-                raise self._error
+            self._raise_error()
             raise WebSocketDisconnect(1000, "")
         kind = message["type"]
         if kind == "websocket.send":
