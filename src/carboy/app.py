@@ -351,7 +351,7 @@ class Carboy(App):
         if not self._wsgi_ready:
             from .lifespan import start_wsgi_worker
 
-            start_wsgi_worker(self)
+            start_wsgi_worker(self, environ)
         return self._handle(self.request_context(environ), start_response)  # type: ignore[no-any-return]
 
     def _handle(self, ctx: RequestContext, start_response: StartResponse | None = None) -> t.Any:

@@ -154,6 +154,7 @@ def _on_helper_thread(coro: t.Coroutine[t.Any, t.Any, T]) -> T:
         # on it lets the other greenlets run.
         import gevent  # type: ignore[import-untyped]
 
+        _buffer_body_for_other_thread()
         return gevent.get_hub().threadpool.apply(context.run, (_run_here, coro))  # type: ignore[no-any-return]
     if not _helper_pool:
         with _executor_lock:
@@ -162,6 +163,38 @@ def _on_helper_thread(coro: t.Coroutine[t.Any, t.Any, T]) -> T:
                     concurrent.futures.ThreadPoolExecutor(thread_name_prefix="carboy-async")
                 )
     return _helper_pool[0].submit(context.run, _run_here, coro).result()
+
+
+def _buffer_body_for_other_thread() -> None:
+    """Under gevent, read the active request's body on this greenlet before its coroutine
+    moves to a native thread.
+
+    FIX (test_servers): ``wsgi.input`` is a socket of this thread's gevent hub; reading it
+    from the helper thread (``request.get_json()`` in an ``async def`` view under
+    ``gunicorn -k gevent``) fails with "greenlet.error: Cannot switch to a different thread"
+    whenever the body was not already buffered with the headers. Reading it here first gives
+    async views the ASGI behaviour (body received in full before the view runs). Views marked
+    ``stream_request_body`` are left alone, so they still read the socket from that thread.
+    """
+    from .globals import _cv_request
+
+    ctx = _cv_request.get(None)
+    if ctx is None:
+        return
+    environ = ctx.environ
+    length = environ.get("CONTENT_LENGTH")
+    has_body = (
+        length.strip() not in ("", "0")
+        if length is not None
+        else ("HTTP_TRANSFER_ENCODING" in environ)
+    )
+    if not has_body or "asgi.scope" in environ:
+        return
+    rule = ctx._request.url_rule if ctx._request is not None else ctx._rule
+    view = ctx.app.view_functions.get(rule.endpoint) if rule is not None else None
+    if getattr(view, "stream_request_body", False):
+        return
+    ctx.request.get_data(cache=True)
 
 
 def _run_here(coro: t.Coroutine[t.Any, t.Any, T]) -> T:

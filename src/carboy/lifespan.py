@@ -8,15 +8,19 @@ connections, shutdown after it stops. WSGI has no such protocol; its equivalent 
 * shutdown runs when the worker process exits (an :mod:`atexit` function).
 
 A startup function that raises stops the worker: under ASGI the server gets
-``lifespan.startup.failed`` and exits; under WSGI, :class:`WorkerStartupError` (a
-:class:`SystemExit` with code 3, which gunicorn reports as "Worker failed to boot" and stops on).
-Either way the message names the function and the error, and the traceback is logged.
+``lifespan.startup.failed`` and exits; under a WSGI server the process ends with status 3
+(which gunicorn reports as "Worker failed to boot" and stops on), since WSGI servers catch every
+exception around the app; with no server (the test client), :class:`WorkerStartupError` is
+raised. Either way the message names the function and the error, and the traceback is logged.
 """
 
 from __future__ import annotations
 
 import atexit
 import inspect
+import logging
+import os
+import sys
 import threading
 import typing as t
 
@@ -93,11 +97,15 @@ async def serve_lifespan(app: Carboy, scope: Scope, receive: Receive, send: Send
             return
 
 
-def start_wsgi_worker(app: Carboy) -> None:
+def start_wsgi_worker(app: Carboy, environ: t.Mapping[str, t.Any] | None = None) -> None:
     """Run *app*'s startup functions once in this process (the WSGI equivalent of lifespan
     startup) and register its shutdown functions to run at process exit.
 
-    :raises WorkerStartupError: when a startup function raises (also on later calls).
+    :param environ: the first request's WSGI environ. When a server made it
+        (``SERVER_SOFTWARE`` is set), a failed startup ends the process with status 3:
+        servers catch every exception around the app, so raising could not stop the worker.
+    :raises WorkerStartupError: when a startup function raises, for callers without a server
+        (the test client), on this and later calls.
     """
     with _wsgi_lock:
         state = app._lifespan
@@ -120,11 +128,22 @@ def start_wsgi_worker(app: Carboy) -> None:
                     text = _describe(func, e)
                     app.logger.critical(text, exc_info=e)
                     app._lifespan = "failed"
+                    if environ is not None and environ.get("SERVER_SOFTWARE"):
+                        _exit_worker(text)
                     raise WorkerStartupError(text) from e
         app._lifespan = "wsgi"
         app._wsgi_ready = True
         if app.after_serving_funcs:
             atexit.register(stop_wsgi_worker, app)
+
+
+def _exit_worker(text: str) -> t.NoReturn:
+    """End this worker process now with status 3 (gunicorn: "Worker failed to boot", then it
+    stops). Shutdown functions do not run: startup did not finish."""
+    print(text, file=sys.stderr, flush=True)
+    for handler in logging.getLogger().handlers + logging.getLogger("carboy").handlers:
+        handler.flush()
+    os._exit(3)
 
 
 def stop_wsgi_worker(app: Carboy) -> None:

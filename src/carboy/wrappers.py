@@ -206,6 +206,17 @@ class _Body:
         return [body]
 
 
+_END: t.Any = object()
+
+
+async def _next_or_end(source: t.AsyncIterator[t.Any]) -> t.Any:
+    """The next item of *source*, or :data:`_END` when it is exhausted."""
+    try:
+        return await anext(source)
+    except StopAsyncIteration:
+        return _END
+
+
 class _AsyncBody:
     """An async iterator returned by a view, as a response body.
 
@@ -222,12 +233,14 @@ class _AsyncBody:
         from .concurrency import run_coroutine
 
         source = self._carboy_async_source
-        step = type(source).__anext__
         while True:
-            try:
-                yield run_coroutine(step(source))  # type: ignore[arg-type]
-            except StopAsyncIteration:
+            # FIX (test_servers): the end is a return value, not StopAsyncIteration raised out
+            # of run_coroutine: under gevent that runs on the hub's threadpool, which prints
+            # every exception a task raises, so each async-streamed body logged a traceback.
+            chunk = run_coroutine(_next_or_end(source))
+            if chunk is _END:
                 return
+            yield chunk
 
     def close(self) -> None:
         from .concurrency import run_coroutine
