@@ -40,7 +40,15 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
 from . import typing as ft
-from .asgi import AsgiCall, ReceiveStream, call_wsgi, read_body, scope_environ, send_response
+from .asgi import (
+    AsgiCall,
+    ReceiveStream,
+    call_wsgi,
+    read_body,
+    scope_environ,
+    send_response,
+    send_short,
+)
 from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
 from .ctx import AppContext, RequestContext
 from .globals import _cv_app, _cv_request
@@ -396,7 +404,25 @@ class Carboy(App):
         """
         kind = scope["type"]
         if kind == "http":
-            await self._asgi_http(scope, receive, send)
+            # PERF: the common case inlined (one coroutine frame less per request).
+            environ = scope_environ(scope)
+            fast = self._fast
+            if fast is None:
+                fast = self._freeze()
+            if fast and self._asgi_native:
+                ctx = self.request_context(environ)
+                self._match(ctx)
+                plan = self._plan(self._endpoint(ctx))
+                if plan.is_async:
+                    response = await self._respond_async(ctx, plan, receive)
+                    if response.__class__ is _Body:
+                        await send_short(response, send)
+                    else:
+                        # Copied after the pop: what a streamed body may see (Flask's rule).
+                        context = contextvars.copy_context()
+                        await send_response(self, response, environ, context, receive, send)
+                    return
+            await self._asgi_sync(environ, receive, send)
         elif kind == "websocket":
             from .websocket import serve_websocket
 
@@ -408,21 +434,10 @@ class Carboy(App):
         else:
             raise ValueError(f"carboy cannot serve ASGI scope type {kind!r}.")
 
-    async def _asgi_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        environ = scope_environ(scope, None)
-        fast = self._fast
-        if fast is None:
-            fast = self._freeze()
-        if fast and self._asgi_native:
-            ctx = self.request_context(environ)
-            self._match(ctx)
-            plan = self._plan(self._endpoint(ctx))
-            if plan.is_async:
-                response, body_context = await self._respond_async(ctx, plan, receive)
-                await send_response(self, response, environ, body_context, receive, send)
-                return
-        # Sync: Flask's path (or the app's wrapped wsgi_app) in one pool thread, the body read
-        # as it arrives. The context it runs in is kept for stepping a streamed body.
+    async def _asgi_sync(self, environ: dict[str, t.Any], receive: Receive, send: Send) -> None:
+        """Serve an HTTP request with Flask's sync path (or the app's wrapped ``wsgi_app``) in
+        one pool thread, the body read as it arrives. The context it runs in is kept for
+        stepping a streamed body."""
         environ["wsgi.input"] = ReceiveStream(
             receive, asyncio.get_running_loop(), self.config["MAX_CONTENT_LENGTH"]
         )
@@ -434,9 +449,7 @@ class Carboy(App):
         else:
             await call_wsgi(self, self.wsgi_app, environ, context, receive, send)
 
-    async def _respond_async(
-        self, ctx: RequestContext, plan: _Plan, receive: Receive
-    ) -> tuple[t.Any, contextvars.Context]:
+    async def _respond_async(self, ctx: RequestContext, plan: _Plan, receive: Receive) -> t.Any:
         """:meth:`_handle` for an endpoint with ``async def`` parts, on the event loop."""
         environ = ctx.environ
         error: BaseException | None = None
@@ -462,11 +475,14 @@ class Carboy(App):
                     or self.teardown_appcontext_funcs
                     or signals.request_tearing_down.receivers
                     or signals.appcontext_tearing_down.receivers
+                    or not self._plain_teardown
                 ):
                     await run_sync(self, ctx._teardown, error)
+                else:
+                    ctx._nothing_to_tear_down()
             finally:
                 ctx.pop(error)
-        return response, contextvars.copy_context()
+        return response
 
     async def _dispatch_async(self, ctx: RequestContext, plan: _Plan, receive: Receive) -> t.Any:
         """:meth:`_respond` with the view and hooks awaited: async ones on the loop, sync ones
@@ -474,14 +490,16 @@ class Carboy(App):
         self._got_first_request = True
         environ = ctx.environ
         try:
-            if plan.streams_body:
+            if "CONTENT_LENGTH" not in environ and "HTTP_TRANSFER_ENCODING" not in environ:
+                pass  # no body: ``wsgi.input`` is the shared empty stream
+            elif plan.streams_body:
                 environ["wsgi.input"] = ReceiveStream(
                     receive, asyncio.get_running_loop(), self.config["MAX_CONTENT_LENGTH"]
                 )
                 environ["carboy.asgi.receive"] = receive
             else:
                 await read_body(self, environ, receive)
-            if type(self.session_interface) is not SecureCookieSessionInterface:
+            if not self._cookie_sessions:
                 # A server-side session store does I/O on open: do it in the pool.
                 await run_sync(self, getattr, ctx, "session")
             if signals.request_started.receivers:
@@ -519,7 +537,10 @@ class Carboy(App):
                             view = ensure_async(self, self.view_functions[rule.endpoint])
                         rv = await view(**req.view_args)  # type: ignore[arg-type]
         except Exception as e:
-            rv = await run_sync(self, self.handle_user_exception, e)
+            if self._find_error_handler(e, ctx.request.blueprints) is None:
+                rv = self.handle_user_exception(e)  # no handler to run: decided right here
+            else:
+                rv = await run_sync(self, self.handle_user_exception, e)
             return await self._finalize_async(ctx, plan, rv, from_error_handler=False)
         short = self._short_body(ctx, plan, rv)
         if short is not None:
@@ -566,6 +587,11 @@ class Carboy(App):
         self._fast = not overridden
         self._asgi_native = cls.wsgi_app is Carboy.wsgi_app and "wsgi_app" not in self.__dict__
         self._json_fast = type(self.json) is DefaultJSONProvider
+        self._cookie_sessions = type(self.session_interface) is SecureCookieSessionInterface
+        self._plain_teardown = (
+            cls.do_teardown_request is Carboy.do_teardown_request
+            and cls.do_teardown_appcontext is Carboy.do_teardown_appcontext
+        )
         return self._fast
 
     def _plan(self, endpoint: str | None) -> _Plan:
@@ -588,7 +614,9 @@ class Carboy(App):
         teardown = [
             f for n in inner_first for f in reversed(self.teardown_request_funcs.get(n, ()))
         ]
-        is_async = any(inspect.iscoroutinefunction(f) for f in (view, *before, *after, *teardown))
+        callables = (view, *before, *after, *teardown)
+        # With nothing sync to run (a 404 with no hooks, say), the event loop answers too.
+        is_async = not any(callables) or any(map(inspect.iscoroutinefunction, callables))
         sync = self.ensure_sync
 
         def awaitable(f: t.Callable[..., t.Any]) -> t.Callable[..., t.Awaitable[t.Any]]:

@@ -59,33 +59,57 @@ def _environ_key(name: bytes) -> str:
     return key
 
 
-def scope_environ(scope: Scope, body: t.Any) -> dict[str, t.Any]:
+class _EmptyInput:
+    """``wsgi.input`` of a request without a body: reads give ``b""``. One instance is shared,
+    since it holds no state."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> t.Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY_INPUT = _EmptyInput()
+
+
+def scope_environ(scope: Scope, body: t.Any = EMPTY_INPUT) -> dict[str, t.Any]:
     """A WSGI environ for an ASGI ``http`` or ``websocket`` *scope*.
 
     :param scope: the ASGI connection scope.
-    :param body: the file-like object to expose as ``wsgi.input``.
+    :param body: the file-like object to expose as ``wsgi.input``; an empty stream by default.
     :returns: the environ, with the scope under ``"asgi.scope"``.
     """
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
+    if root:
+        if path.startswith(root):
+            path = path[len(root) :]
+        if not root.isascii():
+            root = root.encode("utf-8").decode("latin-1")
     if not path.isascii():
         path = path.encode("utf-8").decode("latin-1")
-    if root and not root.isascii():
-        root = root.encode("utf-8").decode("latin-1")
-    scheme = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
     server = scope.get("server") or ("localhost", 80)
+    kind = scope["type"]
     environ: dict[str, t.Any] = {
         "REQUEST_METHOD": scope.get("method", "GET"),
         "SCRIPT_NAME": root,
         "PATH_INFO": path,
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
         "SERVER_NAME": str(server[0]),
         "SERVER_PORT": str(server[1]) if server[1] is not None else "",
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
+        "wsgi.url_scheme": scope.get("scheme") or ("ws" if kind == "websocket" else "http"),
         "wsgi.input": body,
         "wsgi.input_terminated": True,
         "wsgi.errors": sys.stderr,
@@ -98,13 +122,14 @@ def scope_environ(scope: Scope, body: t.Any) -> dict[str, t.Any]:
     if client:
         environ["REMOTE_ADDR"] = client[0]
         environ["REMOTE_PORT"] = str(client[1])
+    keys = _ENVIRON_KEYS
     for name, value in scope["headers"]:
-        key = _environ_key(name)
+        key = keys.get(name) or _environ_key(name)
         text = value.decode("latin-1")
         if key in environ:
             text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
         environ[key] = text
-    if scope["type"] == "websocket":
+    if kind == "websocket":
         environ.setdefault("HTTP_UPGRADE", "websocket")
         environ.setdefault("HTTP_CONNECTION", "Upgrade")
     extra = scope.get("extensions")
@@ -139,34 +164,43 @@ async def read_body(app: Carboy, environ: dict[str, t.Any], receive: Receive) ->
     :raises werkzeug.exceptions.ClientDisconnected: (400) when the client goes away mid-body.
     """
     if not _has_body(environ):
-        environ["wsgi.input"] = io.BytesIO()
         return
     limit = app.config["MAX_CONTENT_LENGTH"]
     if _declared_too_large(environ, limit):
         raise RequestEntityTooLarge()
-    # Closed on error here, else handed to the request as ``wsgi.input`` (closed with it).
-    buffer: t.Any = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_SIZE)  # noqa: SIM115
+    chunks: list[bytes] = []
+    disk: t.Any = None  # a temporary file once the body passes SPOOL_MEMORY_SIZE
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            buffer.close()
-            raise ClientDisconnected()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if limit is not None and size > limit:
-            buffer.close()
-            raise RequestEntityTooLarge()
-        if chunk:
-            if buffer._rolled or size > SPOOL_MEMORY_SIZE:
-                # On disk: write from a pool thread so the event loop never waits on the disk.
-                await run_sync_in(contextvars.copy_context(), app, buffer.write, chunk)
-            else:
-                buffer.write(chunk)
-        if not message.get("more_body", False):
-            break
-    buffer.seek(0)
-    environ["wsgi.input"] = buffer
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise RequestEntityTooLarge()
+            if disk is None and size > SPOOL_MEMORY_SIZE:
+                # On disk from here on, written from the pool: the loop never waits on a disk.
+                disk = await run_sync_in(contextvars.copy_context(), app, tempfile.TemporaryFile)
+                chunks.append(chunk)
+                chunk = b"".join(chunks)
+                chunks.clear()
+            if disk is not None:
+                await run_sync_in(contextvars.copy_context(), app, disk.write, chunk)
+            elif chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except BaseException:
+        if disk is not None:
+            disk.close()
+        raise
+    if disk is not None:
+        disk.seek(0)
+        environ["wsgi.input"] = disk
+    else:
+        environ["wsgi.input"] = io.BytesIO(chunks[0] if len(chunks) == 1 else b"".join(chunks))
     environ["CONTENT_LENGTH"] = str(size)
 
 
@@ -350,6 +384,22 @@ class AsgiCall:
 AsgiCall.__annotations__ = {}
 
 
+async def send_short(response: _Body, send: Send) -> None:
+    """Send carboy's short-path body: a 200 with content type and length."""
+    body = response.body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", response.content_type.encode("latin-1")),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_response(
     app: Carboy,
     response: t.Any,
@@ -365,18 +415,7 @@ async def send_response(
     its context), an async one on the loop; if the client disconnects, it is closed.
     """
     if response.__class__ is _Body:
-        body = response.body
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", response.content_type.encode("latin-1")),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_short(response, send)
         return
     source = getattr(response.response, "_carboy_async_source", None)
     if source is not None:

@@ -338,6 +338,13 @@ class RequestContext:
             self.app.do_teardown_appcontext(exc)
             app_ctx._torn_down = True
 
+    def _nothing_to_tear_down(self) -> None:
+        """Skip the teardown calls in the coming :meth:`pop` (the app knows none would run)."""
+        self._torn_down = True
+        app_ctx = self._cv_tokens[-1][1] if self._cv_tokens else None
+        if app_ctx is not None:
+            app_ctx._torn_down = True
+
     def match_request(self) -> None:
         """Match the URL and store the rule and view arguments, or the routing exception."""
         self.app._match(self)
