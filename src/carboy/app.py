@@ -412,7 +412,9 @@ class Carboy(App):
             if fast and self._asgi_native:
                 ctx = self.request_context(environ)
                 self._match(ctx)
-                plan = self._plan(self._endpoint(ctx))
+                rule = ctx._rule
+                endpoint = rule.endpoint if rule is not None else None
+                plan = self._plans.get(endpoint) or self._plan(endpoint)
                 if plan.is_async:
                     response = await self._respond_async(ctx, plan, receive)
                     if response.__class__ is _Body:

@@ -59,6 +59,25 @@ def _environ_key(name: bytes) -> str:
     return key
 
 
+_ENVIRON_TEMPLATE: dict[str, t.Any] = {
+    "wsgi.version": (1, 0),
+    "wsgi.input_terminated": True,
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+}
+_SERVER_NAMES: dict[t.Any, tuple[str, str]] = {}
+
+
+def _server_names(server: t.Any) -> tuple[str, str]:
+    host, port = server if server else ("localhost", 80)
+    names = (str(host), str(port) if port is not None else "")
+    if server.__class__ is tuple and len(_SERVER_NAMES) < 64:
+        _SERVER_NAMES[server] = names
+    return names
+
+
 class _EmptyInput:
     """``wsgi.input`` of a request without a body: reads give ``b""``. One instance is shared,
     since it holds no state."""
@@ -98,26 +117,24 @@ def scope_environ(scope: Scope, body: t.Any = EMPTY_INPUT) -> dict[str, t.Any]:
             root = root.encode("utf-8").decode("latin-1")
     if not path.isascii():
         path = path.encode("utf-8").decode("latin-1")
-    server = scope.get("server") or ("localhost", 80)
     kind = scope["type"]
-    environ: dict[str, t.Any] = {
-        "REQUEST_METHOD": scope.get("method", "GET"),
-        "SCRIPT_NAME": root,
-        "PATH_INFO": path,
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": str(server[0]),
-        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme") or ("ws" if kind == "websocket" else "http"),
-        "wsgi.input": body,
-        "wsgi.input_terminated": True,
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "asgi.scope": scope,
-    }
+    # PERF: the entries that never change come from one template copied in C; the server
+    # address is converted once per distinct address.
+    environ = _ENVIRON_TEMPLATE.copy()
+    environ["REQUEST_METHOD"] = scope.get("method", "GET")
+    environ["SCRIPT_NAME"] = root
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = scope["query_string"].decode("latin-1")
+    server = scope.get("server")
+    names = _SERVER_NAMES.get(server) if server.__class__ is tuple else None
+    if names is None:
+        names = _server_names(server)
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = names
+    version = scope.get("http_version", "1.1")
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if version == "1.1" else "HTTP/" + version
+    environ["wsgi.url_scheme"] = scope.get("scheme") or ("ws" if kind == "websocket" else "http")
+    environ["wsgi.input"] = body
+    environ["asgi.scope"] = scope
     client = scope.get("client")
     if client:
         environ["REMOTE_ADDR"] = client[0]
