@@ -385,8 +385,7 @@ class Carboy(App):
             return response(environ, start_response)
         finally:
             if "werkzeug.debug.preserve_context" in environ:
-                environ["werkzeug.debug.preserve_context"](_cv_app.get())
-                environ["werkzeug.debug.preserve_context"](_cv_request.get())
+                _hand_over_contexts(environ)
             if error is not None and self.should_ignore_error(error):
                 error = None
             ctx.pop(error)
@@ -467,8 +466,7 @@ class Carboy(App):
                 raise
         finally:
             if "werkzeug.debug.preserve_context" in environ:
-                environ["werkzeug.debug.preserve_context"](_cv_app.get())
-                environ["werkzeug.debug.preserve_context"](_cv_request.get())
+                _hand_over_contexts(environ)
             if error is not None and self.should_ignore_error(error):
                 error = None
             try:
@@ -1003,6 +1001,12 @@ class Carboy(App):
 
     if t.TYPE_CHECKING:
         cli: Group
+
+
+def _hand_over_contexts(environ: dict[str, t.Any]) -> None:
+    """Give the active contexts to the test client (or debugger) that asked to keep them."""
+    environ["werkzeug.debug.preserve_context"](_cv_app.get())
+    environ["werkzeug.debug.preserve_context"](_cv_request.get())
 
 
 def _websocket_over_http(**kwargs: t.Any) -> t.NoReturn:

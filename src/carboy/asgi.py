@@ -182,21 +182,12 @@ async def read_body(app: Carboy, environ: dict[str, t.Any], receive: Receive) ->
     """
     if not _has_body(environ):
         return
-    limit = app.config["MAX_CONTENT_LENGTH"]
-    if _declared_too_large(environ, limit):
-        raise RequestEntityTooLarge()
     chunks: list[bytes] = []
     disk: t.Any = None  # a temporary file once the body passes SPOOL_MEMORY_SIZE
     size = 0
     try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
+        async for chunk in iter_receive(receive, environ, app.config["MAX_CONTENT_LENGTH"]):
             size += len(chunk)
-            if limit is not None and size > limit:
-                raise RequestEntityTooLarge()
             if disk is None and size > SPOOL_MEMORY_SIZE:
                 # On disk from here on, written from the pool: the loop never waits on a disk.
                 disk = await run_sync_in(contextvars.copy_context(), app, tempfile.TemporaryFile)
@@ -205,10 +196,8 @@ async def read_body(app: Carboy, environ: dict[str, t.Any], receive: Receive) ->
                 chunks.clear()
             if disk is not None:
                 await run_sync_in(contextvars.copy_context(), app, disk.write, chunk)
-            elif chunk:
+            else:
                 chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
     except BaseException:
         if disk is not None:
             disk.close()

@@ -17,14 +17,13 @@ raised. Either way the message names the function and the error, and the traceba
 from __future__ import annotations
 
 import atexit
-import inspect
 import logging
 import os
 import sys
 import threading
 import typing as t
 
-from .concurrency import run_sync
+from .concurrency import ensure_async
 
 if t.TYPE_CHECKING:
     from .app import Carboy
@@ -60,10 +59,7 @@ async def serve_lifespan(app: Carboy, scope: Scope, receive: Receive, send: Send
             with app.app_context():
                 for func in app.before_serving_funcs:
                     try:
-                        if inspect.iscoroutinefunction(func):
-                            await func()
-                        else:
-                            await run_sync(app, func)
+                        await ensure_async(app, func)()
                     except Exception as e:
                         text = _describe(func, e)
                         app.logger.critical(text, exc_info=e)
@@ -78,10 +74,7 @@ async def serve_lifespan(app: Carboy, scope: Scope, receive: Receive, send: Send
             with app.app_context():
                 for func in app.after_serving_funcs:
                     try:
-                        if inspect.iscoroutinefunction(func):
-                            await func()
-                        else:
-                            await run_sync(app, func)
+                        await ensure_async(app, func)()
                     except Exception as e:
                         name = getattr(func, "__qualname__", repr(func))
                         failure = f"carboy: shutdown function {name!r} failed: {e!r}"
