@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import platform
 import pstats
@@ -304,29 +305,39 @@ def make_loop(app: ASGIApp, scenario: Scenario) -> Callable[[int], Awaitable[Non
     return run
 
 
-async def time_per_request(
-    run: Callable[[int], Awaitable[None]], target: float, repeats: int
-) -> float:
-    """Microseconds per request: calibrate a loop to ``target`` seconds, keep the best repeat."""
+async def calibrate(run: Callable[[int], Awaitable[None]], target: float) -> int:
+    """How many back-to-back requests take about ``target`` seconds."""
     loops = 1
     while True:
         start = time.perf_counter()
         await run(loops)
         elapsed = time.perf_counter() - start
         if elapsed >= target:
-            break
+            return loops
         loops = max(loops * 2, int(loops * target / max(elapsed, 1e-9) * 1.1))
-    best = elapsed
-    for _ in range(repeats - 1):
-        start = time.perf_counter()
-        await run(loops)
-        best = min(best, time.perf_counter() - start)
-    return best / loops * 1e6
+
+
+async def time_per_request(
+    runs: dict[str, Callable[[int], Awaitable[None]]], target: float, repeats: int
+) -> dict[str, float]:
+    """Microseconds per request for each framework: loops calibrated to ``target`` seconds,
+    best of ``repeats``. The repeats take turns between the frameworks, so a slow spell of the
+    machine (another process, a frequency change) hits all of them alike instead of one."""
+    loops = {label: await calibrate(run, target) for label, run in runs.items()}
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for label, run in runs.items():
+            gc.collect()  # start each timed loop without the previous one's garbage
+            start = time.perf_counter()
+            await run(loops[label])
+            best[label] = min(best[label], (time.perf_counter() - start) / loops[label])
+    return {label: seconds * 1e6 for label, seconds in best.items()}
 
 
 async def calls_per_request(run: Callable[[int], Awaitable[None]], requests: int = 20) -> float:
     """Python function calls per request on this (event-loop) thread, as counted by cProfile
     (C builtins excluded). Includes asyncio's own Python code when a framework yields to it."""
+    gc.collect()  # so another framework's garbage is not collected (and counted) here
     profiler = cProfile.Profile(builtins=False)
     profiler.enable()
     await run(requests)
@@ -355,17 +366,19 @@ async def run_all(quick: bool) -> tuple[list[Scenario], dict[str, dict[str, tupl
     scenarios = make_scenarios()
     results: dict[str, dict[str, tuple[float, float]]] = {}
     for scenario in scenarios:
-        results[scenario.name] = {}
+        runs: dict[str, Callable[[int], Awaitable[None]]] = {}
         for label, app in apps.items():
             try:
                 for _ in range(3):  # the first request also runs any one-time app setup
                     scenario.check(await ask(app, scenario))
             except AssertionError as exc:
                 raise SystemExit(f"{label} gave a wrong answer for {scenario.name!r}: {exc}")
-            run = make_loop(app, scenario)
-            await run(20 if quick else 200)  # warm up
-            micros = await time_per_request(run, target, repeats)
-            results[scenario.name][label] = (micros, await calls_per_request(run))
+            runs[label] = make_loop(app, scenario)
+            await runs[label](20 if quick else 200)  # warm up
+        micros = await time_per_request(runs, target, repeats)
+        results[scenario.name] = {
+            label: (micros[label], await calls_per_request(run)) for label, run in runs.items()
+        }
     return scenarios, results
 
 
