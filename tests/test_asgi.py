@@ -721,3 +721,21 @@ def test_context_var_copies_do_not_leak_between_requests() -> None:
         return first.body, second.body
 
     assert asyncio.run(main()) == (b"set-in-view", b"unset")
+
+
+def test_spooled_body_file_is_closed_after_the_response() -> None:
+    app = make_app()
+    inputs: list[t.Any] = []
+
+    @app.post("/big")
+    async def big() -> str:
+        inputs.append(request.environ["wsgi.input"])
+        return str(len(request.get_data()))
+
+    body = b"z" * (2 * 1024 * 1024)
+    headers = [(b"host", b"t"), (b"content-length", str(len(body)).encode())]
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    exchange = run(app, scope_for("POST", "/big", headers), Exchange(chunks))
+    assert exchange.body == str(len(body)).encode()
+    assert not isinstance(inputs[0], io.BytesIO)  # it went to disk
+    assert inputs[0].closed

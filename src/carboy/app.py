@@ -41,6 +41,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import signals
 from . import typing as ft
 from .asgi import (
+    EMPTY_INPUT,
     AsgiCall,
     ReceiveStream,
     call_wsgi,
@@ -415,13 +416,20 @@ class Carboy(App):
                 endpoint = rule.endpoint if rule is not None else None
                 plan = self._plans.get(endpoint) or self._plan(endpoint)
                 if plan.is_async:
-                    response = await self._respond_async(ctx, plan, receive)
-                    if response.__class__ is _Body:
-                        await send_short(response, send)
-                    else:
-                        # Copied after the pop: what a streamed body may see (Flask's rule).
-                        context = contextvars.copy_context()
-                        await send_response(self, response, environ, context, receive, send)
+                    try:
+                        response = await self._respond_async(ctx, plan, receive)
+                        if response.__class__ is _Body:
+                            await send_short(response, send)
+                        else:
+                            # Copied after the pop: what a streamed body may see (Flask's rule).
+                            context = contextvars.copy_context()
+                            await send_response(self, response, environ, context, receive, send)
+                    finally:
+                        # A received body (in memory or a temporary file past 1 MiB) is ours
+                        # to close; Werkzeug's Request.close leaves wsgi.input alone.
+                        body = environ["wsgi.input"]
+                        if body is not EMPTY_INPUT:
+                            body.close()
                     return
             await self._asgi_sync(environ, receive, send)
         elif kind == "websocket":
