@@ -383,22 +383,24 @@ def test_async_view_uses_flask_sync_body_api() -> None:
     assert exchange.body == b'{"data":"{\\"x\\": [1, 2]}","json":{"x":[1,2]}}\n'
 
 
+def upload_app(kind: str, limit: int) -> carboy.Carboy:
+    """An app whose ``POST /up`` echoes the body, from an ``async def`` or a sync view."""
+    app = make_app()
+    app.config["MAX_CONTENT_LENGTH"] = limit
+
+    def up() -> str:
+        return request.get_data(as_text=True)
+
+    async def up_async() -> str:
+        return up()
+
+    app.add_url_rule("/up", view_func=up_async if kind == "async" else up, methods=["POST"])
+    return app
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_declared_length_over_limit_is_413_without_reading(kind: str) -> None:
-    app = make_app()
-    app.config["MAX_CONTENT_LENGTH"] = 10
-
-    if kind == "async":
-
-        @app.post("/up")
-        async def up_async() -> str:
-            return request.get_data(as_text=True)
-    else:
-
-        @app.post("/up")
-        def up_sync() -> str:
-            return request.get_data(as_text=True)
-
+    app = upload_app(kind, limit=10)
     exchange = Exchange([b"x" * 50, b"x" * 50])
     run(app, json_post("/up", b"x" * 100), exchange)
     assert exchange.status == 413
@@ -407,20 +409,7 @@ def test_declared_length_over_limit_is_413_without_reading(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_undeclared_body_over_limit_stops_reading_at_the_limit(kind: str) -> None:
-    app = make_app()
-    app.config["MAX_CONTENT_LENGTH"] = 20
-
-    if kind == "async":
-
-        @app.post("/up")
-        async def up_async() -> str:
-            return request.get_data(as_text=True)
-    else:
-
-        @app.post("/up")
-        def up_sync() -> str:
-            return request.get_data(as_text=True)
-
+    app = upload_app(kind, limit=20)
     chunked = scope_for("POST", "/up", [(b"host", b"t"), (b"transfer-encoding", b"chunked")])
     exchange = Exchange([b"a" * 15, b"b" * 15, b"c" * 15, b"d" * 15])
     run(app, chunked, exchange)
