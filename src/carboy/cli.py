@@ -872,7 +872,14 @@ directory.
 
 
 def main() -> None:
-    """The ``carboy`` console script. Flask-compatible: ``flask.cli.main``."""
+    """The ``carboy`` console script. Flask-compatible: ``flask.cli.main``.
+
+    The :mod:`carboy.flask_compat` alias is installed first, so an app that imports ``flask``
+    runs on carboy unchanged.
+    """
+    from . import flask_compat
+
+    flask_compat.install()
     cli.main()
 
 
