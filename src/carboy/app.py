@@ -34,8 +34,7 @@ from werkzeug.exceptions import (
     NotFound,
 )
 from werkzeug.exceptions import NotImplemented as HTTPNotImplemented
-from werkzeug.routing import BuildError, MapAdapter, RequestRedirect, RoutingException, Rule
-from werkzeug.utils import redirect as _wz_redirect
+from werkzeug.routing import MapAdapter, RequestRedirect, RoutingException, Rule
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
@@ -73,7 +72,6 @@ T_global = t.TypeVar("T_global", bound=ft.TemplateGlobalCallable)
 T_test = t.TypeVar("T_test", bound=ft.TemplateTestCallable)
 
 _sentinel: t.Any = object()
-_ANCHOR_SAFE = "%!#$&'()*+,/:;=?@"
 
 #: Methods whose override sends requests through the plain Flask method chain.
 _DISPATCH_STEPS = (
@@ -184,38 +182,7 @@ class Carboy(App):
 
         return run
 
-    # -- URL matching and building -----------------------------------------------------------
-
-    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
-        """Bind :attr:`url_map` to *request*, or to ``SERVER_NAME`` outside a request.
-
-        Flask-compatible: ``flask.Flask.create_url_adapter``.
-
-        :raises werkzeug.exceptions.SecurityError: (400) when the host is not in
-            ``TRUSTED_HOSTS``.
-        """
-        if request is not None:
-            trusted = self.config["TRUSTED_HOSTS"]
-            if trusted is not None:
-                request.trusted_hosts = trusted
-            # Reading the host validates it against the trusted hosts.
-            request.host  # noqa: B018
-            subdomain = None
-            server_name = self.config["SERVER_NAME"]
-            if self.url_map.host_matching:
-                server_name = None
-            elif not self.subdomain_matching:
-                subdomain = self.url_map.default_subdomain or ""
-            return self.url_map.bind_to_environ(
-                request.environ, server_name=server_name, subdomain=subdomain
-            )
-        if self.config["SERVER_NAME"] is not None:
-            return self.url_map.bind(
-                self.config["SERVER_NAME"],
-                script_name=self.config["APPLICATION_ROOT"],
-                url_scheme=self.config["PREFERRED_URL_SCHEME"],
-            )
-        return None
+    # -- URL matching -----------------------------------------------------------
 
     def _match(self, ctx: RequestContext) -> None:
         """Match *ctx*'s URL, recording the rule and arguments or the routing exception."""
@@ -249,90 +216,6 @@ class Carboy(App):
             ctx._set_routing_exception(e)
         else:
             ctx._set_match(rule, t.cast(dict[str, t.Any], args))
-
-    def inject_url_defaults(self, endpoint: str, values: dict[str, t.Any]) -> None:
-        """Run the ``url_defaults`` functions of the app and of *endpoint*'s blueprints."""
-        names: t.Iterable[str | None] = (None,)
-        if "." in endpoint:
-            names = chain(names, reversed(split_blueprint_path(endpoint.rpartition(".")[0])))
-        for name in names:
-            for func in self.url_default_functions.get(name, ()):
-                func(endpoint, values)
-
-    def handle_url_build_error(
-        self, error: BuildError, endpoint: str, values: dict[str, t.Any]
-    ) -> str:
-        """Try :attr:`url_build_error_handlers`; re-raise *error* if none returns a URL."""
-        for handler in self.url_build_error_handlers:
-            try:
-                rv = handler(error, endpoint, values)
-            except BuildError as e:
-                error = e
-            else:
-                if rv is not None:
-                    return rv
-        if error is sys.exc_info()[1]:
-            raise
-        raise error
-
-    def url_for(
-        self,
-        endpoint: str,
-        *,
-        _anchor: str | None = None,
-        _method: str | None = None,
-        _scheme: str | None = None,
-        _external: bool | None = None,
-        **values: t.Any,
-    ) -> str:
-        """Build the URL of *endpoint*; see :func:`carboy.url_for`.
-
-        :raises werkzeug.routing.BuildError: when no rule fits the endpoint and values.
-        :raises RuntimeError: outside a request without ``SERVER_NAME``.
-        :raises ValueError: for ``_scheme`` without an external URL.
-        """
-        req_ctx = _cv_request.get(None)
-        if req_ctx is not None:
-            url_adapter = req_ctx.url_adapter
-            blueprint = req_ctx.request.blueprint
-            if endpoint[:1] == ".":
-                endpoint = f"{blueprint}{endpoint}" if blueprint is not None else endpoint[1:]
-            if _external is None:
-                _external = _scheme is not None
-        else:
-            app_ctx = _cv_app.get(None)
-            if app_ctx is not None:
-                url_adapter = app_ctx.url_adapter
-            else:
-                url_adapter = self.create_url_adapter(None)
-            if url_adapter is None:
-                raise RuntimeError(
-                    "Cannot build a URL outside a request unless 'SERVER_NAME' is configured"
-                    " (with 'APPLICATION_ROOT' and 'PREFERRED_URL_SCHEME' as needed)."
-                )
-            if _external is None:
-                _external = True
-        if _scheme is not None and not _external:
-            raise ValueError("'_scheme' needs '_external=True'.")
-        if url_adapter is None:
-            raise RuntimeError("No URL adapter is available for this request.")
-        self.inject_url_defaults(endpoint, values)
-        try:
-            rv = url_adapter.build(
-                endpoint, values, method=_method, url_scheme=_scheme, force_external=_external
-            )
-        except BuildError as error:
-            values.update(_anchor=_anchor, _method=_method, _scheme=_scheme, _external=_external)
-            return self.handle_url_build_error(error, endpoint, values)
-        if _anchor is not None:
-            from urllib.parse import quote
-
-            rv = f"{rv}#{quote(_anchor, safe=_ANCHOR_SAFE)}"
-        return rv
-
-    def redirect(self, location: str, code: int = 302) -> BaseResponse:
-        """A redirect response to *location*. Flask-compatible: ``flask.Flask.redirect``."""
-        return _wz_redirect(location, code=code, Response=self.response_class)
 
     # -- the request path --------------------------------------------------------------------
 

@@ -11,15 +11,18 @@ import typing as t
 import weakref
 from datetime import timedelta
 from functools import cached_property
+from itertools import chain
 
 from werkzeug.datastructures import ImmutableDict
 from werkzeug.exceptions import Aborter, BadRequest, BadRequestKeyError
-from werkzeug.routing import Rule
+from werkzeug.routing import BuildError, MapAdapter, Rule
+from werkzeug.utils import redirect as _wz_redirect
+from werkzeug.wrappers import Response as BaseResponse
 
 from .. import typing as ft
 from ..config import DEFAULT_CONFIG, Config, ConfigAttribute
 from ..ctx import _AppCtxGlobals
-from ..globals import g
+from ..globals import _cv_app, _cv_request, g
 from ..helpers import get_debug_flag, get_load_dotenv
 from ..json.provider import DefaultJSONProvider, JSONProvider
 from ..logging import create_logger
@@ -38,7 +41,7 @@ from ..scaffold import (
 )
 from ..sessions import SecureCookieSessionInterface, SessionInterface
 from ..templating import Environment, select_jinja_autoescape
-from ..wrappers import Request, Response
+from ..wrappers import Request, Response, split_blueprint_path
 
 if t.TYPE_CHECKING:
     from click import Group
@@ -47,6 +50,10 @@ if t.TYPE_CHECKING:
     from ..blueprints import Blueprint
     from ..routing import Router
     from ..testing import CarboyClient, CarboyCliRunner
+
+
+#: Characters left as they are in a URL fragment built by ``url_for(_anchor=...)``.
+_ANCHOR_SAFE = "%!#$&'()*+,/:;=?@"
 
 
 def _make_timedelta(value: timedelta | int) -> timedelta:
@@ -497,7 +504,8 @@ class App(Scaffold):
         server_name = self.config.get("SERVER_NAME")
         sn_host, _, sn_port = (server_name or "").partition(":")
         host = host or sn_host or "127.0.0.1"
-        port = int(port or sn_port or 5000)
+        if port is None:
+            port = int(sn_port) if sn_port else 5000
         options.setdefault("use_reloader", self.debug)
         options.setdefault("use_debugger", self.debug)
         options.setdefault("threaded", True)
@@ -509,6 +517,124 @@ class App(Scaffold):
             self._got_first_request = False
 
     # -- errors ------------------------------------------------------------------------------
+
+    # -- URL building ---------------------------------------------------------------------
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Bind :attr:`url_map` to *request*, or to ``SERVER_NAME`` outside a request.
+
+        Flask-compatible: ``flask.Flask.create_url_adapter``.
+
+        :raises werkzeug.exceptions.SecurityError: (400) when the host is not in
+            ``TRUSTED_HOSTS``.
+        """
+        if request is not None:
+            trusted = self.config["TRUSTED_HOSTS"]
+            if trusted is not None:
+                request.trusted_hosts = trusted
+            # Reading the host validates it against the trusted hosts.
+            request.host  # noqa: B018
+            subdomain = None
+            server_name = self.config["SERVER_NAME"]
+            if self.url_map.host_matching:
+                server_name = None
+            elif not self.subdomain_matching:
+                subdomain = self.url_map.default_subdomain or ""
+            return self.url_map.bind_to_environ(
+                request.environ, server_name=server_name, subdomain=subdomain
+            )
+        if self.config["SERVER_NAME"] is not None:
+            return self.url_map.bind(
+                self.config["SERVER_NAME"],
+                script_name=self.config["APPLICATION_ROOT"],
+                url_scheme=self.config["PREFERRED_URL_SCHEME"],
+            )
+        return None
+
+    def inject_url_defaults(self, endpoint: str, values: dict[str, t.Any]) -> None:
+        """Run the ``url_defaults`` functions of the app and of *endpoint*'s blueprints."""
+        names: t.Iterable[str | None] = (None,)
+        if "." in endpoint:
+            names = chain(names, reversed(split_blueprint_path(endpoint.rpartition(".")[0])))
+        for name in names:
+            for func in self.url_default_functions.get(name, ()):
+                func(endpoint, values)
+
+    def handle_url_build_error(
+        self, error: BuildError, endpoint: str, values: dict[str, t.Any]
+    ) -> str:
+        """Try :attr:`url_build_error_handlers`; re-raise *error* if none returns a URL."""
+        for handler in self.url_build_error_handlers:
+            try:
+                rv = handler(error, endpoint, values)
+            except BuildError as e:
+                error = e
+            else:
+                if rv is not None:
+                    return rv
+        if error is sys.exc_info()[1]:
+            raise
+        raise error
+
+    def url_for(
+        self,
+        /,
+        endpoint: str,
+        *,
+        _anchor: str | None = None,
+        _method: str | None = None,
+        _scheme: str | None = None,
+        _external: bool | None = None,
+        **values: t.Any,
+    ) -> str:
+        """Build the URL of *endpoint*; see :func:`carboy.url_for`.
+
+        :raises werkzeug.routing.BuildError: when no rule fits the endpoint and values.
+        :raises RuntimeError: outside a request without ``SERVER_NAME``.
+        :raises ValueError: for ``_scheme`` without an external URL.
+        """
+        req_ctx = _cv_request.get(None)
+        if req_ctx is not None:
+            url_adapter = req_ctx.url_adapter
+            blueprint = req_ctx.request.blueprint
+            if endpoint[:1] == ".":
+                endpoint = f"{blueprint}{endpoint}" if blueprint is not None else endpoint[1:]
+            if _external is None:
+                _external = _scheme is not None
+        else:
+            app_ctx = _cv_app.get(None)
+            if app_ctx is not None:
+                url_adapter = app_ctx.url_adapter
+            else:
+                url_adapter = self.create_url_adapter(None)
+            if url_adapter is None:
+                raise RuntimeError(
+                    "Cannot build a URL outside a request unless 'SERVER_NAME' is configured"
+                    " (with 'APPLICATION_ROOT' and 'PREFERRED_URL_SCHEME' as needed)."
+                )
+            if _external is None:
+                _external = True
+        if _scheme is not None and not _external:
+            raise ValueError("'_scheme' needs '_external=True'.")
+        if url_adapter is None:
+            raise RuntimeError("No URL adapter is available for this request.")
+        self.inject_url_defaults(endpoint, values)
+        try:
+            rv = url_adapter.build(
+                endpoint, values, method=_method, url_scheme=_scheme, force_external=_external
+            )
+        except BuildError as error:
+            values.update(_anchor=_anchor, _method=_method, _scheme=_scheme, _external=_external)
+            return self.handle_url_build_error(error, endpoint, values)
+        if _anchor is not None:
+            from urllib.parse import quote
+
+            rv = f"{rv}#{quote(_anchor, safe=_ANCHOR_SAFE)}"
+        return rv
+
+    def redirect(self, location: str, code: int = 302) -> BaseResponse:
+        """A redirect response to *location*. Flask-compatible: ``flask.Flask.redirect``."""
+        return _wz_redirect(location, code=code, Response=self.response_class)
 
     def _find_error_handler(
         self, e: Exception, blueprints: list[str]
