@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 import typing as t
+import weakref
+from pathlib import Path
 
 import pytest
 from werkzeug.datastructures import Headers
@@ -359,3 +363,49 @@ def test_instance_replacement_is_honoured() -> None:
         return "x"
 
     assert app.test_client().get("/").headers["X-Replaced"] == "1"
+
+
+def test_app_is_freed_when_its_last_reference_goes() -> None:
+    # No reference cycle through the app (such as the ASGI ``__call__`` marker): CPython frees
+    # it at refcount zero, without waiting for the garbage collector.
+    gc.disable()
+    try:
+        app = carboy.Carboy(__name__)
+        ref = weakref.ref(app)
+        del app
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_instance_path_of_a_namespace_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two projects share the namespace package "nsdemo"; the instance folder belongs to the
+    # project that holds the app's own subpackage, beside its top-level namespace folder.
+    for project in ("one", "two"):
+        folder = tmp_path / project / "nsdemo" / f"pkg_{project}"
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(tmp_path / project))
+    for name in ("nsdemo", "nsdemo.pkg_one", "nsdemo.pkg_two"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    app = carboy.Carboy("nsdemo.pkg_two")
+    assert app.instance_path == str(tmp_path / "two" / "instance")
+
+
+@pytest.mark.parametrize(
+    ("port", "server_name", "expected"),
+    [(None, "example.test:8080", 8080), (0, "example.test:8080", 0), (None, "x:0", 0)],
+)
+def test_run_takes_port_zero_as_given(
+    monkeypatch: pytest.MonkeyPatch, port: int | None, server_name: str, expected: int
+) -> None:
+    import werkzeug.serving
+
+    seen: list[int] = []
+    monkeypatch.setattr(werkzeug.serving, "run_simple", lambda host, p, *a, **k: seen.append(p))
+    app = carboy.Carboy(__name__)
+    app.config["SERVER_NAME"] = server_name
+    app.run(port=port)
+    assert seen == [expected]

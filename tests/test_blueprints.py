@@ -199,3 +199,34 @@ def test_url_defaults_option_and_subdomain_option() -> None:
 
     app.register_blueprint(bp)
     assert app.test_client().get("/k").data == b"default"
+
+
+def test_nested_blueprint_keeps_its_own_prefix_when_registered_with_none(
+    app: carboy.Carboy, client
+) -> None:
+    parent = Blueprint("parent", __name__, url_prefix="/parent")
+    child = Blueprint("child", __name__, url_prefix="/child")
+
+    @child.route("/")
+    def index() -> str:
+        return "child index"
+
+    # An explicit url_prefix=None means "use the blueprint's own prefix", as when omitted.
+    parent.register_blueprint(child, url_prefix=None)
+    app.register_blueprint(parent, url_prefix=None)
+    assert client.get("/parent/child/").data == b"child index"
+
+
+def test_blueprint_endpoint_decorator_serves_the_app_endpoint(app: carboy.Carboy, client) -> None:
+    from werkzeug.routing import Rule
+
+    app.url_map.add(Rule("/legacy", endpoint="legacy"))
+    bp = Blueprint("bp", __name__)
+
+    @bp.endpoint("legacy")
+    def legacy() -> str:
+        return f"served {request.endpoint}"
+
+    app.register_blueprint(bp, url_prefix="/bp")
+    assert client.get("/legacy").data == b"served legacy"
+    assert client.get("/bp/legacy").status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import ssl
+import subprocess
 import sys
 import textwrap
 import types
@@ -15,7 +16,6 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import carboy.cli
 from carboy import Blueprint, Carboy, current_app, g
 from carboy.cli import (
     AppGroup,
@@ -732,12 +732,40 @@ def test_group_plugin_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted(groups) == ["carboy.commands", "flask.commands"]
 
 
-def test_main_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_entry_point(tmp_path: Path) -> None:
     path = app_module(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["carboy", "--app", str(path), "hello"])
-    with pytest.raises(SystemExit) as info:
-        carboy.cli.main()
-    assert info.value.code == 0
+    script = Path(sys.executable).parent / "carboy"
+    result = subprocess.run(
+        [str(script), "--app", str(path), "hello"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from cli_target debug=False\n"
+
+
+def test_console_script_serves_an_unmodified_flask_app(tmp_path: Path) -> None:
+    # The console script installs carboy.flask_compat before importing the app, so an app
+    # written against ``flask`` gets carboy's classes, though real Flask is installed too.
+    write(
+        tmp_path / "flask_target.py",
+        """
+        import click
+        from flask import Flask, current_app
+
+        app = Flask(__name__)
+
+        @app.cli.command()
+        def which():
+            click.echo(f"{type(current_app._get_current_object()).__module__} {Flask.__name__}")
+        """,
+    )
+    script = Path(sys.executable).parent / "carboy"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "CARBOY_"))}
+    env["FLASK_APP"] = "flask_target"
+    result = subprocess.run(
+        [str(script), "which"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "carboy.app Carboy\n"
 
 
 # -- dotenv -----------------------------------------------------------------------------------
@@ -1039,6 +1067,22 @@ def test_run_cert_and_key(served: list[t.Any], tmp_path: Path) -> None:
 
     result = runner.invoke(cli, ["run", "--cert", "not-a-file-or-import"])
     assert result.exit_code == 2
+
+
+def test_run_cert_adhoc_needs_cryptography(
+    served: list[t.Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = CarboyGroup(create_app=make_app)
+    # Blocked import: a clear usage error, exit code 2.
+    monkeypatch.setitem(sys.modules, "cryptography", None)
+    result = CliRunner().invoke(cli, ["run", "--cert", "adhoc"])
+    assert result.exit_code == 2
+    assert "requires the cryptography library" in result.output
+    # Importable (here a stand-in module without a spec): "adhoc" is passed on.
+    monkeypatch.setitem(sys.modules, "cryptography", types.ModuleType("cryptography"))
+    result = CliRunner().invoke(cli, ["run", "--cert", "adhoc"])
+    assert result.exit_code == 0, result.output
+    assert served[-1][1]["ssl_context"] == "adhoc"
 
 
 def test_run_cert_ssl_context(served: list[t.Any]) -> None:

@@ -66,3 +66,13 @@ def test_url_for_in_template(routed: carboy.Carboy) -> None:
     with routed.test_request_context():
         rendered = carboy.render_template_string("{{ url_for('user', user_id=5) }}")
         assert rendered == "/user/5"
+
+
+def test_url_for_accepts_a_value_named_self(app: carboy.Carboy) -> None:
+    @app.route("/<self>")
+    def show(self: str) -> str:
+        return self
+
+    with app.test_request_context():
+        assert carboy.url_for("show", self="me") == "/me"
+        assert app.url_for("show", self="you") == "/you"

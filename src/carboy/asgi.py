@@ -24,6 +24,7 @@ import io
 import sys
 import tempfile
 import typing as t
+import weakref
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
@@ -374,6 +375,8 @@ class AsgiCall:
     """
 
     __slots__ = ("_app",)
+    # A weak reference: a strong one would make every app part of a reference cycle, kept
+    # alive until the garbage collector runs (Flask apps are freed at refcount zero).
     __name__ = "__call__"
     __code__ = _asgi_signature.__code__
     __defaults__ = None
@@ -381,10 +384,11 @@ class AsgiCall:
     _is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
 
     def __init__(self, app: t.Any) -> None:
-        self._app = app
+        self._app = weakref.ref(app)
 
     def __call__(self, *args: t.Any) -> t.Any:
-        return type(self._app).__call__(self._app, *args)
+        app = self._app()
+        return type(app).__call__(app, *args)
 
 
 AsgiCall.__annotations__ = {}

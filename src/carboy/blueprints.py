@@ -248,7 +248,9 @@ class Blueprint(Scaffold):
                 bp_options["subdomain"] = f"{sub}.{state.subdomain}"
             elif sub is not None or state.subdomain is not None:
                 bp_options["subdomain"] = sub if sub is not None else state.subdomain
-            prefix = bp_options.get("url_prefix", blueprint.url_prefix)
+            prefix = bp_options.get("url_prefix")
+            if prefix is None:
+                prefix = blueprint.url_prefix
             if state.url_prefix is not None and prefix is not None:
                 bp_options["url_prefix"] = f"{state.url_prefix.rstrip('/')}/{prefix.lstrip('/')}"
             elif prefix is not None or state.url_prefix is not None:
@@ -260,6 +262,8 @@ class Blueprint(Scaffold):
         def scoped(key: str | None) -> str:
             return name if key is None else f"{name}.{key}"
 
+        # Views given by ``@blueprint.endpoint(name)`` serve the app's endpoint of that name.
+        app.view_functions.update(self.view_functions)
         for key, by_code in self.error_handler_spec.items():
             app.error_handler_spec[scoped(key)] = defaultdict(
                 dict, {code: dict(handlers) for code, handlers in by_code.items()}

@@ -11,8 +11,8 @@ through click's ``auto_envvar_prefix``, as under Flask.
 from __future__ import annotations
 
 import collections.abc as cabc
+import importlib
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import re
@@ -579,12 +579,14 @@ class CertParamType(_ParamTypeBase):
         except click.BadParameter:
             text = click.STRING(value, param, ctx).lower()
             if text == "adhoc":
-                if importlib.util.find_spec("cryptography") is None:
+                try:
+                    importlib.import_module("cryptography")
+                except ImportError:
                     raise click.BadParameter(
                         "Using ad-hoc certificates requires the cryptography library.",
                         ctx,
                         param,
-                    )
+                    ) from None
                 return text
             obj = import_string(text, silent=True)
             if isinstance(obj, ssl.SSLContext):

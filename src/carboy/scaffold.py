@@ -499,13 +499,18 @@ def _find_package_path(import_name: str) -> str:
         return os.getcwd()
     if spec.submodule_search_locations:
         if spec.origin in (None, "namespace"):
-            package_spec = importlib.util.find_spec(import_name)
-            locations = list(
-                (package_spec.submodule_search_locations if package_spec else None) or []
-            )
-            if not locations:
+            # A namespace package spans folders; the import name's own folder tells which one,
+            # and the folder holding the namespace is one level up per dotted part.
+            own = importlib.util.find_spec(import_name)
+            if own is None:
                 return os.getcwd()
-            return os.path.dirname(locations[0])
+            if own.submodule_search_locations:
+                path, levels = next(iter(own.submodule_search_locations)), import_name.count(".")
+            else:
+                path, levels = os.path.dirname(str(own.origin)), import_name.count(".") - 1
+            for _ in range(levels + 1):
+                path = os.path.dirname(path)
+            return path
         return os.path.dirname(os.path.dirname(str(spec.origin)))
     return os.path.dirname(str(spec.origin))
 
