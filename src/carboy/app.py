@@ -189,9 +189,12 @@ class Carboy(App):
         router = self._router
         if router is None or router.is_stale():
             router = self._router = Router(self.url_map)
+            # An app (or extension) that supplies its own URL adapter gets it on every request.
+            self._own_adapter = self._overrides("create_url_adapter")
         environ = ctx.environ
         if not (
-            self.url_map.host_matching
+            self._own_adapter
+            or self.url_map.host_matching
             or self.subdomain_matching
             or self.config["TRUSTED_HOSTS"] is not None
             or "HTTP_UPGRADE" in environ  # a WebSocket handshake: Werkzeug checks the rule kind
@@ -470,20 +473,18 @@ class Carboy(App):
     def _freeze(self) -> bool:
         """Decide once whether requests may take :meth:`_respond` (no dispatch step overridden),
         and whether ASGI requests may skip :meth:`wsgi_app` (not overridden or wrapped)."""
-        cls = type(self)
-        overridden = any(
-            getattr(cls, name) is not getattr(Carboy, name) or name in self.__dict__
-            for name in _DISPATCH_STEPS
-        )
-        self._fast = not overridden
-        self._asgi_native = cls.wsgi_app is Carboy.wsgi_app and "wsgi_app" not in self.__dict__
+        self._fast = not any(map(self._overrides, _DISPATCH_STEPS))
+        self._asgi_native = not self._overrides("wsgi_app")
         self._json_fast = type(self.json) is DefaultJSONProvider
         self._cookie_sessions = type(self.session_interface) is SecureCookieSessionInterface
-        self._plain_teardown = (
-            cls.do_teardown_request is Carboy.do_teardown_request
-            and cls.do_teardown_appcontext is Carboy.do_teardown_appcontext
+        self._plain_teardown = not (
+            self._overrides("do_teardown_request") or self._overrides("do_teardown_appcontext")
         )
         return self._fast
+
+    def _overrides(self, name: str) -> bool:
+        """Whether method *name* is overridden by a subclass or replaced on this instance."""
+        return getattr(type(self), name) is not getattr(Carboy, name) or name in self.__dict__
 
     def _plan(self, endpoint: str | None) -> _Plan:
         plan = self._plans.get(endpoint)

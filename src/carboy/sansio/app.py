@@ -168,6 +168,7 @@ class App(Scaffold):
         self._got_first_request = False
         self._plans: dict[str | None, t.Any] = {}
         self._router: Router | None = None
+        self._own_adapter = False
         self._fast: bool | None = None
         self._json_fast = False
         self._asgi_native = True
