@@ -409,3 +409,43 @@ def test_run_takes_port_zero_as_given(
     app.config["SERVER_NAME"] = server_name
     app.run(port=port)
     assert seen == [expected]
+
+
+def test_hooks_added_to_the_registries_directly_are_seen(app: carboy.Carboy, client) -> None:
+    # Flask reads the hook registries on every request; extensions (Flask-Caching) append to
+    # them from inside a view and expect the hook to run on that same response.
+    def tag(response: carboy.Response) -> carboy.Response:
+        response.headers["X-Tag"] = "added"
+        return response
+
+    @app.route("/plain")
+    def plain() -> str:
+        return "plain"
+
+    @app.route("/adds")
+    def adds() -> str:
+        if tag not in app.after_request_funcs[None]:
+            app.after_request_funcs[None].append(tag)
+        return "adds"
+
+    assert "X-Tag" not in client.get("/plain").headers
+    assert client.get("/adds").headers["X-Tag"] == "added"
+    assert client.get("/plain").headers["X-Tag"] == "added"
+    app.after_request_funcs[None].remove(tag)
+    assert "X-Tag" not in client.get("/plain").headers
+    # Replacing a view function in the registry is seen too.
+    app.view_functions["plain"] = lambda: "replaced"
+    assert client.get("/plain").data == b"replaced"
+
+
+def test_async_view_sees_a_hook_added_during_its_request(app: carboy.Carboy, client) -> None:
+    def tag(response: carboy.Response) -> carboy.Response:
+        response.headers["X-Tag"] = "added"
+        return response
+
+    @app.route("/async-adds")
+    async def adds() -> str:
+        app.after_request_funcs.setdefault(None, []).append(tag)
+        return "adds"
+
+    assert client.get("/async-adds").headers["X-Tag"] == "added"

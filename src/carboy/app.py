@@ -92,6 +92,7 @@ class _Plan(t.NamedTuple):
     (ASGI, when ``is_async``: some view or hook is a coroutine function).
     """
 
+    endpoint: str | None
     view: t.Callable[..., t.Any] | None
     url_value_preprocessors: tuple[ft.URLValuePreprocessorCallable, ...]
     before: tuple[t.Callable[[], t.Any], ...]
@@ -451,7 +452,8 @@ class Carboy(App):
         response = self.make_response(rv)
         for func in ctx._after_request_functions:
             response = await ensure_async(self, func)(response)
-        for after in plan.aafter:
+        # The registries may have changed during the request (see _short_body).
+        for after in self._plan(plan.endpoint).aafter:
             response = await after(response)
         if ctx._session is not None or self._session_refresh_due(ctx):
             if type(self.session_interface) is SecureCookieSessionInterface:
@@ -515,6 +517,7 @@ class Carboy(App):
             return ensure_async(self, f)
 
         return _Plan(
+            endpoint=endpoint,
             view=sync(view) if view is not None else None,
             url_value_preprocessors=tuple(
                 f for n in outer_first for f in self.url_value_preprocessors.get(n, ())
@@ -573,6 +576,9 @@ class Carboy(App):
         # receivers is written directly: no Response, Headers or wrapper objects (~4 µs saved).
         if (
             not plan.after
+            # A hook added to the registries during this request (Flask-Caching does) dropped
+            # the plans; Flask would run it on this very response.
+            and self._plans.get(plan.endpoint) is plan
             and ctx._session is None
             and not ctx._after_request_functions
             and not signals.request_finished.receivers

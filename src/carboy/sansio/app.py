@@ -41,6 +41,7 @@ from ..scaffold import (
 )
 from ..sessions import SecureCookieSessionInterface, SessionInterface
 from ..templating import Environment, select_jinja_autoescape
+from ..watched import WatchedDict
 from ..wrappers import Request, Response, split_blueprint_path
 
 if t.TYPE_CHECKING:
@@ -54,6 +55,16 @@ if t.TYPE_CHECKING:
 
 #: Characters left as they are in a URL fragment built by ``url_for(_anchor=...)``.
 _ANCHOR_SAFE = "%!#$&'()*+,/:;=?@"
+
+
+#: The hook registries an endpoint's plan is gathered from (``view_functions`` too).
+_PLANNED_REGISTRIES = (
+    "before_request_funcs",
+    "after_request_funcs",
+    "teardown_request_funcs",
+    "url_value_preprocessors",
+    "before_websocket_funcs",
+)
 
 
 def _make_timedelta(value: timedelta | int) -> timedelta:
@@ -167,6 +178,15 @@ class App(Scaffold):
         self.subdomain_matching = subdomain_matching
         self._got_first_request = False
         self._plans: dict[str | None, t.Any] = {}
+        # The registries plans are gathered from drop the plans when they change, even when
+        # edited directly rather than through the decorators (see carboy.watched).
+        for name in _PLANNED_REGISTRIES:
+            registry: WatchedDict[t.Any, t.Any] = WatchedDict(self._plans.clear, lists=True)
+            registry.update(getattr(self, name))
+            setattr(self, name, registry)
+        views: WatchedDict[str, t.Any] = WatchedDict(self._plans.clear)
+        views.update(self.view_functions)
+        self.view_functions = views
         self._router: Router | None = None
         self._own_adapter = False
         self._fast: bool | None = None
