@@ -10,6 +10,8 @@ import carboy
 from carboy.globals import _cv_app, _cv_request
 from carboy.testing import ASGIClient
 
+collect_ignore = ["flask_alias"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
