@@ -283,14 +283,19 @@ def _werkzeug_answer(url_map: Map, path: str, method: str) -> object:
 def test_router_agrees_with_werkzeug(method: str) -> None:
     url_map = Map([r.empty() for r in RULES])
     router = Router(url_map)
+    decided = 0
     for path in PATHS:
         expected = _werkzeug_answer(url_map, path, method)
         hit = router.match(path, method)
         if hit is not None:
             assert expected == ("match", hit[0].endpoint, hit[1]), (path, method)
+            decided += 1
         elif router.surely_missing(path):
             assert expected == ("error", 404), (path, method)
+            decided += 1
         # Otherwise the app asks Werkzeug, which is correct by definition.
+    # The router must decide most paths alone, or it would be correct only by deferring.
+    assert decided >= len(PATHS) // 2, decided
 
 
 def test_router_rebuilds_when_rules_are_added(app: carboy.Carboy, client) -> None:
