@@ -1,0 +1,237 @@
+"""Starting and stopping the servers the end-to-end measurements load.
+
+Each server runs one worker process, pinned to one core with ``taskset`` (its children
+inherit the pinning), in its own process group on a free 127.0.0.1 port; :class:`Server`
+stops the whole group on exit, SIGTERM first, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from .apps import Framework
+from .scenarios import Answer, Request
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def _script(name: str) -> str:
+    """The console script *name* of this interpreter's environment."""
+    path = Path(sys.executable).with_name(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is not installed next to {sys.executable}")
+    return str(path)
+
+
+def _granian(interface: str) -> Callable[[str, int], list[str]]:
+    def command(target: str, port: int) -> list[str]:
+        # One blocking (Python) thread: with one core, more threads only contend for the GIL
+        # (granian's default allows hundreds, and warns about it).
+        return [
+            _script("granian"), "--interface", interface, "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--runtime-threads", "1",
+            "--blocking-threads", "1", "--http", "1", "--no-ws", "--log-level", "warning",
+            target,
+        ]  # fmt: skip
+
+    return command
+
+
+def _gunicorn(target: str, port: int) -> list[str]:
+    return [
+        _script("gunicorn"), "--worker-class", "sync", "--workers", "1",
+        "--bind", f"127.0.0.1:{port}", "--backlog", "2048", "--log-level", "warning", target,
+    ]  # fmt: skip
+
+
+def _uvicorn(target: str, port: int) -> list[str]:
+    return [
+        _script("uvicorn"), "--interface", "asgi3", "--host", "127.0.0.1", "--port", str(port),
+        "--lifespan", "on", "--no-access-log", "--log-level", "warning", target,
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    key: str
+    label: str
+    #: "wsgi" or "asgi": which apps it serves.
+    interface: str
+    command: Callable[[str, int], list[str]]
+
+
+SERVERS: tuple[ServerKind, ...] = (
+    ServerKind("granian-wsgi", "granian (WSGI)", "wsgi", _granian("wsgi")),
+    ServerKind("gunicorn", "gunicorn sync", "wsgi", _gunicorn),
+    ServerKind("granian-asgi", "granian (ASGI)", "asgi", _granian("asgi")),
+    ServerKind("uvicorn", "uvicorn", "asgi", _uvicorn),
+)
+BY_KEY = {server.key: server for server in SERVERS}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ask(port: int, request: Request, timeout: float = 10.0) -> Answer:
+    """Send *request* over a fresh connection and return the answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            request.method, request.target, body=request.body or None, headers=dict(request.headers)
+        )
+        response = conn.getresponse()
+        body = response.read()
+        headers = [(name.lower(), value) for name, value in response.getheaders()]
+        return Answer(response.status, headers, body)
+    finally:
+        conn.close()
+
+
+def peak_rss(process: psutil.Process) -> int:
+    """The most resident memory *process* has held (Linux ``VmHWM``), in bytes."""
+    try:
+        with open(f"/proc/{process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(process.memory_info().rss)
+
+
+class Server:
+    """*framework*'s app served by a *kind* server pinned to core *cpu*; a context manager
+    that starts it, waits until it answers, and stops its whole process group on exit."""
+
+    def __init__(self, kind: ServerKind, framework: Framework, cpu: int, log: Path) -> None:
+        if kind.interface != framework.interface:
+            raise ValueError(f"{kind.label} does not serve {framework.interface} apps")
+        self.kind = kind
+        self.framework = framework
+        self.port = free_port()
+        self.command = kind.command(framework.target, self.port)
+        self.cpu = cpu
+        self.log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.worker: psutil.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as log:
+            self._proc = subprocess.Popen(
+                ["taskset", "-c", str(self.cpu), *self.command],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_serving()
+            self.worker = self._find_worker()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _wait_until_serving(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.describe()} exited at startup:\n{self.log_tail()}")
+            try:
+                ask(self.port, Request("GET", "/"), timeout=2.0)
+                return
+            except (OSError, http.client.HTTPException):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.describe()} did not start:\n{self.log_tail()}")
+                time.sleep(0.1)
+
+    def _find_worker(self) -> psutil.Process:
+        """The process that runs the app: the server's only child that is not a
+        multiprocessing helper, or the server process itself when it has none."""
+        assert self._proc is not None
+        root = psutil.Process(self._proc.pid)
+        workers = [
+            child
+            for child in root.children(recursive=True)
+            if "multiprocessing" not in " ".join(child.cmdline())
+        ]
+        if not workers:
+            return root
+        if len(workers) > 1:
+            raise RuntimeError(f"{self.describe()} runs {len(workers)} workers, expected one")
+        return workers[0]
+
+    def rss(self) -> int:
+        """The worker's resident memory now, in bytes."""
+        assert self.worker is not None
+        return int(self.worker.memory_info().rss)
+
+    def peak_rss(self) -> int:
+        assert self.worker is not None
+        return peak_rss(self.worker)
+
+    def describe(self) -> str:
+        return f"{self.kind.label} serving {self.framework.key}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        group = proc.pid  # start_new_session: the group id is the leader's pid
+        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                proc.poll()
+                try:
+                    os.killpg(group, 0)  # anyone left in the group?
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                continue
+            break
+        proc.wait(timeout=STOP_TIMEOUT)
