@@ -17,8 +17,17 @@ from .scenarios import NAMES
 from .servers import BY_KEY as SERVERS
 
 Results = dict[str, t.Any]
-CARBOY_COLOR = "#c0392b"
-OTHER_COLORS = ("#2e86c1", "#28b463", "#af7ac5", "#f39c12", "#7f8c8d")
+#: One colour per framework label, the same in every panel.
+COLORS = {
+    "carboy": "#c0392b",
+    "Flask": "#2e86c1",
+    "Quart": "#85c1e9",
+    "Falcon": "#28b463",
+    "Bottle": "#af7ac5",
+    "Starlette": "#34495e",
+    "raw WSGI": "#f39c12",
+    "raw ASGI": "#f39c12",
+}
 
 
 def _bars(
@@ -31,11 +40,10 @@ def _bars(
 ) -> None:
     """Grouped bars: one group per scenario, one bar per framework that has a figure."""
     width = 0.8 / max(1, len(keys))
-    others = iter(OTHER_COLORS)
     figures = [f for s in scenarios for k in keys if (f := value(s, k))]
     for i, key in enumerate(keys):
         framework = FRAMEWORKS[key]
-        color = CARBOY_COLOR if framework.is_carboy else next(others, "#95a5a6")
+        color = COLORS.get(framework.label, "#95a5a6")
         xs, heights = [], []
         for j, scenario in enumerate(scenarios):
             figure = value(scenario, key)

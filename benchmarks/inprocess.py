@@ -89,7 +89,7 @@ def wsgi_environ(request: Request) -> dict[str, t.Any]:
         query_string=request.query,
         data=request.body or None,
         content_type=content_type,
-        headers=headers,
+        headers=list(headers.items()),
         base_url="http://127.0.0.1:8000/",
     )
     try:
@@ -153,7 +153,9 @@ class WsgiDriver(Driver):
         environ = wsgi_environ(request)
         captured: list[t.Any] = []
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None):
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+        ) -> None:
             captured[:] = [status, headers]
 
         result = self.app(environ, start_response)

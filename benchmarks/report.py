@@ -204,7 +204,7 @@ def _server(server_key: str, per_framework: dict[str, t.Any]) -> list[str]:
         return value
 
     def peak_rss(key: str) -> float | None:
-        return per_framework.get(key, {}).get("peak_rss_mb")
+        return t.cast("float | None", per_framework.get(key, {}).get("peak_rss_mb"))
 
     rows = [(SCENARIOS[s].title, figure(s, "rps")) for s in scenarios]
     rows.append(("worker peak RSS (MiB)", peak_rss))

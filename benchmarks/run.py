@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick              # a smoke run, 1-2 minutes; noisy
     python benchmarks/run.py --only inprocess     # or: --only endtoend
     python benchmarks/run.py --check              # check every answer; time nothing
+    python benchmarks/run.py --rewrite            # redo results.md and charts from results.json
 
 Writes docs/benchmarks/results.md, results.json, inprocess.png and endtoend.png (``--out``
 elsewhere). See benchmarks/README.md for what is measured and how.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
+import importlib
+import json
 import shlex
 import sys
 import time
@@ -56,6 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("inprocess", "endtoend"), help="run one half only")
     parser.add_argument(
         "--check", action="store_true", help="check every framework's answers, time nothing"
+    )
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="measure nothing: rewrite results.md and the charts from --out's results.json",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
@@ -136,6 +143,27 @@ def notes(frameworks: list[str], results: dict[str, t.Any]) -> list[str]:
     return found
 
 
+def write(results: dict[str, t.Any], out: Path) -> list[Path]:
+    """Evaluate the targets, then write the charts, results.md and results.json to *out*."""
+    from benchmarks import charts  # matplotlib is only needed from here on
+
+    results["targets"] = [outcome.as_dict() for outcome in targets.evaluate(results)]
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        path
+        for path in (
+            charts.inprocess(results, out / "inprocess.png"),
+            charts.endtoend(results, out / "endtoend.png"),
+        )
+        if path is not None
+    ]
+    for stale in ("inprocess.png", "endtoend.png"):  # a chart from an earlier run would mislead
+        if out / stale not in written:
+            (out / stale).unlink(missing_ok=True)
+    results["meta"]["charts"] = [path.stem for path in written]
+    return written + report.write(results, out)
+
+
 def _mode(args: argparse.Namespace) -> str:
     """ "quick", "full", or "custom" when the run was narrowed or retuned."""
     if args.quick:
@@ -179,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.check:
         return check(selected, all_scenarios)
+    if args.rewrite:
+        stored = json.loads((args.out / "results.json").read_text())
+        for path in write(stored, args.out):
+            print(f"rewrote {path}")
+        return 0
 
     inproc_settings, e2e_settings = _settings(args)
     e2e_scenarios = all_scenarios
@@ -224,25 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     results["meta"]["seconds"] = time.monotonic() - start
-    results["targets"] = [outcome.as_dict() for outcome in targets.evaluate(results)]
     results["notes"] = notes(frameworks, results)
-    from benchmarks import charts  # matplotlib is only needed from here on
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = [
-        path
-        for path in (
-            charts.inprocess(results, args.out / "inprocess.png"),
-            charts.endtoend(results, args.out / "endtoend.png"),
-        )
-        if path is not None
-    ]
-    for stale in ("inprocess.png", "endtoend.png"):  # a chart from an earlier run would mislead
-        if args.out / stale not in written:
-            (args.out / stale).unlink(missing_ok=True)
-    results["meta"]["charts"] = [path.stem for path in written]
-    written += report.write(results, args.out)
-
+    written = write(results, args.out)
     for outcome in results["targets"]:
         measured = outcome["measured"]
         verdict = "not measured" if measured is None else ("met" if outcome["met"] else "NOT MET")

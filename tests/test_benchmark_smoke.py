@@ -71,6 +71,9 @@ def test_suite_tiny_in_process_run_writes_report(tmp_path: Path) -> None:
     report = (tmp_path / "results.md").read_text()
     assert "| scenario | carboy | Falcon | carboy ÷ Falcon |" in report
     assert (tmp_path / "inprocess.png").stat().st_size > 0
+    (tmp_path / "results.md").unlink()
+    run_suite("--rewrite", "--out", str(tmp_path))  # the report again, from results.json
+    assert (tmp_path / "results.md").read_text() == report
 
 
 def _second_core() -> bool:

@@ -128,16 +128,14 @@ class AsyncFiller:
 
 
 def create_app(asynchronous: bool) -> t.Any:
+    resources: tuple[t.Any, ...]
     if asynchronous:
         app: t.Any = falcon.asgi.App()
-        hello, user, form, page, counter, filler = (
-            AsyncHello(), AsyncUser(), AsyncForm(), AsyncPage(), AsyncCounter(), AsyncFiller()
-        )  # fmt: skip
+        resources = (AsyncHello, AsyncUser, AsyncForm, AsyncPage, AsyncCounter, AsyncFiller)
     else:
         app = falcon.App()
-        hello, user, form, page, counter, filler = (
-            Hello(), User(), Form(), Page(), Counter(), Filler()
-        )  # fmt: skip
+        resources = (Hello, User, Form, Page, Counter, Filler)
+    hello, user, form, page, counter, filler = (resource() for resource in resources)
     app.add_route("/", hello)
     app.add_route("/users/{user_id:int}", user)
     app.add_route("/form", form)
