@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typing as t
 
+import carboy
 from carboy import Carboy, render_template, request, session
 
 from .common import (
@@ -23,9 +24,13 @@ from .common import (
     TITLE,
     filler_rule,
 )
+from .flask_style import build
 
 
 def create_app(asynchronous: bool) -> Carboy:
+    if not asynchronous:
+        # The same code as the Flask app's views (one builder for both).
+        return t.cast(Carboy, build(Carboy, carboy))
     app = Carboy(
         __name__,
         static_folder=str(STATIC_DIR),
@@ -33,48 +38,10 @@ def create_app(asynchronous: bool) -> Carboy:
         template_folder=str(TEMPLATE_DIR),
     )
     app.secret_key = SECRET_KEY
-    if asynchronous:
-        _add_async_views(app)
-    else:
-        _add_sync_views(app)
+    _add_async_views(app)
     if len(list(app.url_map.iter_rules())) != 200:
         raise RuntimeError("the benchmark app must have 200 rules")
     return app
-
-
-def _add_sync_views(app: Carboy) -> None:
-    @app.get("/")
-    def hello() -> str:
-        return HELLO
-
-    @app.get("/users/<int:user_id>")
-    def user(user_id: int) -> dict[str, t.Any]:
-        return {"id": user_id, "name": f"user-{user_id}", "active": True}
-
-    @app.post("/form")
-    def form() -> dict[str, t.Any]:
-        args, form = request.args, request.form
-        return {
-            "page": args.get("page", type=int),
-            "sort": args["sort"],
-            "name": form["name"],
-            "count": form.get("count", type=int),
-        }
-
-    @app.get("/page")
-    def page() -> str:
-        return render_template(TEMPLATE_NAME, title=TITLE, items=ITEMS)
-
-    @app.get("/session")
-    def counter() -> dict[str, int]:
-        session["count"] = count = session.get("count", 0) + 1
-        return {"count": count}
-
-    def filler(**values: t.Any) -> str:
-        return "filler"
-
-    for i in range(FILLER_ROUTES):
-        app.add_url_rule(filler_rule(i, "<int:item_id>", "<slug>"), f"filler_{i}", filler)
 
 
 def _add_async_views(app: Carboy) -> None:
