@@ -13,6 +13,7 @@ import contextvars
 import hashlib
 import inspect
 import io
+import json
 import threading
 import typing as t
 
@@ -728,3 +729,118 @@ def test_spooled_body_file_is_closed_after_the_response() -> None:
     assert exchange.body == str(len(body)).encode()
     assert not isinstance(inputs[0], io.BytesIO)  # it went to disk
     assert inputs[0].closed
+
+
+# -- the environ of an ASGI request is built on first use -------------------------------------
+
+
+def test_environ_is_built_only_when_the_request_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import carboy.asgi
+
+    built: list[str] = []
+    real = carboy.asgi.scope_environ
+
+    def counting(scope: Message, *args: t.Any) -> dict[str, t.Any]:
+        built.append(scope["path"])
+        return real(scope, *args)
+
+    monkeypatch.setattr(carboy.asgi, "scope_environ", counting)
+    app = make_app()
+
+    @app.get("/plain")
+    async def plain() -> str:
+        return "plain"
+
+    @app.get("/reads/<int:n>")
+    async def reads(n: int) -> dict[str, t.Any]:
+        return {"n": n, "path": carboy.request.path, "agent": carboy.request.environ["HTTP_X_A"]}
+
+    assert run(app, scope_for(path="/plain")).body == b"plain"
+    assert built == []
+    ex = run(app, scope_for(path="/reads/7", headers=[(b"host", b"h"), (b"x-a", b"b")]))
+    assert ex.status == 200
+    assert json.loads(ex.body) == {"n": 7, "path": "/reads/7", "agent": "b"}
+    assert built == ["/reads/7"]  # once, however often the request is read
+
+
+def test_root_path_is_stripped_before_matching_without_an_environ() -> None:
+    app = make_app()
+
+    @app.get("/hello")
+    async def hello() -> str:
+        return "hello"
+
+    @app.get("/where")
+    async def where() -> dict[str, str]:
+        return {"root": carboy.request.script_root, "path": carboy.request.path}
+
+    scope = scope_for(path="/api/hello")
+    scope["root_path"] = "/api"
+    assert run(app, scope).body == b"hello"
+    scope = scope_for(path="/api/where")
+    scope["root_path"] = "/api"
+    assert json.loads(run(app, scope).body) == {"root": "/api", "path": "/where"}
+
+
+def test_get_with_a_body_is_read_for_an_async_view() -> None:
+    app = make_app()
+
+    @app.get("/echo")
+    async def echo() -> str:
+        return carboy.request.get_data(as_text=True)
+
+    headers = [(b"host", b"h"), (b"content-length", b"5")]
+    ex = run(app, scope_for(path="/echo", headers=headers), Exchange([b"he", b"llo"]))
+    assert (ex.status, ex.body) == (200, b"hello")
+
+
+def test_websocket_upgrade_over_http_gets_werkzeugs_answer_under_both_protocols() -> None:
+    app = make_app()
+
+    @app.get("/page")
+    async def page() -> str:
+        return "page"
+
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    wsgi = app.test_client().get("/page", headers=upgrade)
+    raw = [(b"host", b"h"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+    ex = run(app, scope_for(path="/page", headers=raw))
+    assert wsgi.status_code == 400  # Werkzeug: a WebSocket handshake to an HTTP rule
+    assert ex.status == wsgi.status_code
+
+
+def test_copied_request_context_of_an_asgi_request_works_in_a_thread() -> None:
+    app = make_app()
+    seen: list[t.Any] = []
+
+    @app.get("/copy")
+    async def copy() -> str:
+        @carboy.copy_current_request_context
+        def in_thread() -> None:
+            seen.append((carboy.request.path, carboy.request.args["q"]))
+
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+        return "ok"
+
+    assert run(app, scope_for(path="/copy", query=b"q=1")).body == b"ok"
+    assert seen == [("/copy", "1")]
+
+
+def test_overridden_request_context_is_used_under_asgi() -> None:
+    calls: list[str] = []
+
+    class App(carboy.Carboy):
+        def request_context(self, environ: t.Any) -> t.Any:
+            calls.append(environ["PATH_INFO"])
+            return super().request_context(environ)
+
+    app = App(__name__)
+
+    @app.get("/x")
+    async def x() -> str:
+        return "x"
+
+    assert run(app, scope_for(path="/x")).body == b"x"
+    assert calls == ["/x"]

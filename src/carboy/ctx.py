@@ -155,10 +155,12 @@ class AppContext:
     :param app: the application.
     """
 
+    # PERF: state rarely read on the hot path is read from the class until first written.
+    _g: t.Any = None
+    _url_adapter: t.Any = _sentinel
+
     def __init__(self, app: Carboy) -> None:
         self.app = app
-        self._g: t.Any = None
-        self._url_adapter: t.Any = _sentinel
         self._torn_down = False
         self._cv_tokens: list[contextvars.Token[AppContext]] = []
 
@@ -199,14 +201,19 @@ class AppContext:
             being handled, if any.
         :raises AssertionError: if another context is active (contexts popped out of order).
         """
+        tokens = self._cv_tokens
         try:
-            if len(self._cv_tokens) == 1 and not self._torn_down:
+            if not self._torn_down and len(tokens) == 1:
                 if exc is _sentinel:
                     exc = sys.exc_info()[1]
                 self.app.do_teardown_appcontext(exc)
         finally:
             active = _cv_app.get()
-            _restore(_cv_app, self._cv_tokens.pop())
+            token = tokens.pop()
+            try:
+                _cv_app.reset(token)
+            except ValueError:
+                _restore(_cv_app, token)
         if active is not self:
             raise AssertionError(f"Popped the wrong app context ({active!r} instead of {self!r}).")
         if signals.appcontext_popped.receivers:
@@ -240,6 +247,11 @@ class RequestContext:
 
     #: The :class:`carboy.websocket.Websocket` of a WebSocket connection, else ``None``.
     websocket: t.Any = None
+    #: The ASGI scope, for a :class:`carboy.asgi.ScopeRequestContext`.
+    _scope: t.Any = None
+    # PERF: state rarely read on the hot path is read from the class until first written.
+    _url_adapter: t.Any = _sentinel
+    flashes: list[tuple[str, str]] | None = None
 
     def __init__(
         self,
@@ -252,14 +264,12 @@ class RequestContext:
         self.environ = environ
         self._request = request
         self._session = session
-        self._url_adapter: t.Any = _sentinel
         # The match result, kept here until the request object exists.
         self._rule: t.Any = None
         self._view_args: dict[str, t.Any] | None = None
         self._routing_exception: HTTPException | None = None
-        self.flashes: list[tuple[str, str]] | None = None
-        self._after_request_functions: list[t.Callable[[t.Any], t.Any]] = []
         self._torn_down = False
+        self._after_request_functions: list[t.Callable[[t.Any], t.Any]] = []
         self._cv_tokens: list[tuple[contextvars.Token[RequestContext], AppContext | None]] = []
 
     @property
@@ -351,16 +361,21 @@ class RequestContext:
 
     def push(self) -> None:
         """Make this context (and an app context, if needed) active, then match the URL."""
+        app = self.app
         app_ctx = _cv_app.get(None)
-        if app_ctx is None or app_ctx.app is not self.app:
-            app_ctx = self.app.app_context()
-            app_ctx.push()
+        if app_ctx is None or app_ctx.app is not app:
+            app_ctx = app.app_context()
+            if app_ctx.__class__ is AppContext and not signals.appcontext_pushed.receivers:
+                # PERF: AppContext.push inlined for the plain class (one call less).
+                app_ctx._cv_tokens.append(_cv_app.set(app_ctx))
+            else:
+                app_ctx.push()
         else:
             app_ctx = None
-        first = not self._cv_tokens
-        self._cv_tokens.append((_cv_request.set(self), app_ctx))
-        if first and self._rule is None and self._routing_exception is None:
-            self.app._match(self)
+        tokens = self._cv_tokens
+        tokens.append((_cv_request.set(self), app_ctx))
+        if len(tokens) == 1 and self._rule is None and self._routing_exception is None:
+            app._match(self)
 
     def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
         """Deactivate this context; if outermost, run teardown functions and close the request.
@@ -368,21 +383,28 @@ class RequestContext:
         :param exc: the unhandled exception passed to teardown functions.
         :raises AssertionError: if another request context is active.
         """
-        outermost = len(self._cv_tokens) == 1
+        tokens = self._cv_tokens
+        outermost = len(tokens) == 1
         try:
             if outermost:
-                if exc is _sentinel:
-                    exc = sys.exc_info()[1]
                 if not self._torn_down:
+                    if exc is _sentinel:
+                        exc = sys.exc_info()[1]
                     self.app.do_teardown_request(exc)
-                if self._request is not None:
-                    self._request.close()
+                request = self._request
+                if request is not None:
+                    request.close()
+                    # Break the request <-> environ cycle (no Request, no cycle).
+                    request.environ["werkzeug.request"] = None
         finally:
             active = _cv_request.get()
-            token, app_ctx = self._cv_tokens.pop()
-            _restore(_cv_request, token)
-            if outermost:
-                self.environ["werkzeug.request"] = None
+            token, app_ctx = tokens.pop()
+            # PERF: _restore's reset inlined; its fallback only runs for a context popped in a
+            # copy of the one it was pushed in.
+            try:
+                _cv_request.reset(token)
+            except ValueError:
+                _restore(_cv_request, token)
             if app_ctx is not None:
                 app_ctx.pop(exc)
             if active is not self:

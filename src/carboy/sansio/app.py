@@ -192,6 +192,7 @@ class App(Scaffold):
         self._fast: bool | None = None
         self._json_fast = False
         self._asgi_native = True
+        self._lazy_environ = True
         self._cookie_sessions = True
         self._plain_teardown = True
         #: Functions run once per worker before it serves (sync or ``async def``).
