@@ -117,7 +117,7 @@ class ScopeRequestContext(RequestContext):
 
     Matching, dispatch and the short path read the few facts they need from the scope; the
     environ (and with it the :class:`~carboy.wrappers.Request`) is made when anything asks for
-    ``ctx.environ``, after which it is a plain attribute.
+    ``ctx.environ``.
 
     :param app: the application.
     :param scope: the ASGI ``http`` scope.
@@ -127,9 +127,12 @@ class ScopeRequestContext(RequestContext):
 
     def __init__(self, app: Carboy, scope: Scope) -> None:
         # PERF: RequestContext.__init__ is not called: it would store an environ, and there is
-        # none until asked for (~1.7 µs of an 11 µs ASGI hello); __getattr__ builds it on first
-        # access. The rest is RequestContext's state for a new request.
+        # none until asked for (~1.7 µs of an 11 µs ASGI hello); the ``environ`` property
+        # builds it on first access. (A property, not ``__getattr__``: a class with
+        # ``__getattr__`` loses CPython's specialised attribute loads on all its attributes.)
+        # The rest is RequestContext's state for a new request.
         self.app = app
+        self._environ: dict[str, t.Any] | None = None
         self._request = None
         self._session = None
         self._rule = None
@@ -157,11 +160,17 @@ class ScopeRequestContext(RequestContext):
         session (for another thread)."""
         return RequestContext(self.app, self.environ, self.request, self.session)
 
-    def __getattr__(self, name: str) -> t.Any:
-        if name == "environ":
-            environ = self.environ = scope_environ(self._scope)
-            return environ
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @property
+    def environ(self) -> dict[str, t.Any]:
+        """The WSGI environ of the request, built from the scope on first access."""
+        environ = self._environ
+        if environ is None:
+            environ = self._environ = scope_environ(self._scope)
+        return environ
+
+    @environ.setter
+    def environ(self, value: dict[str, t.Any]) -> None:
+        self._environ = value
 
 
 def request_facts(ctx: RequestContext) -> tuple[str, bool, bool]:

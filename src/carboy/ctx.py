@@ -348,13 +348,6 @@ class RequestContext:
             self.app.do_teardown_appcontext(exc)
             app_ctx._torn_down = True
 
-    def _nothing_to_tear_down(self) -> None:
-        """Skip the teardown calls in the coming :meth:`pop` (the app knows none would run)."""
-        self._torn_down = True
-        app_ctx = self._cv_tokens[-1][1] if self._cv_tokens else None
-        if app_ctx is not None:
-            app_ctx._torn_down = True
-
     def match_request(self) -> None:
         """Match the URL and store the rule and view arguments, or the routing exception."""
         self.app._match(self)
@@ -364,7 +357,8 @@ class RequestContext:
         app = self.app
         app_ctx = _cv_app.get(None)
         if app_ctx is None or app_ctx.app is not app:
-            app_ctx = app.app_context()
+            # PERF: app_context() called only when overridden (one call less).
+            app_ctx = AppContext(app) if app._plain_app_context else app.app_context()
             if app_ctx.__class__ is AppContext and not signals.appcontext_pushed.receivers:
                 # PERF: AppContext.push inlined for the plain class (one call less).
                 app_ctx._cv_tokens.append(_cv_app.set(app_ctx))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import typing as t
+from operator import itemgetter
 
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wrappers import Request as _WerkzeugRequest
@@ -188,20 +189,24 @@ class Response(_WerkzeugResponse):
         return super().max_cookie_size
 
 
-class _Body:
+class _Body(tuple[bytes, str]):
     """A finished 200 response written straight to the server: the short path for a view that
-    returns text or JSON when nothing (after hooks, session, signals) needs a Response object."""
+    returns text or JSON when nothing (after hooks, session, signals) needs a Response object.
 
-    __slots__ = ("body", "content_type")
+    Made as ``_Body((body, content_type))``.
+    """
 
-    def __init__(self, body: bytes, content_type: str) -> None:
-        self.body = body
-        self.content_type = content_type
+    # PERF: a tuple subclass is built in C, without an ``__init__`` frame (one Python call
+    # less per short-path request); its two fields are read through C item getters.
+    __slots__ = ()
+
+    body: bytes = property(itemgetter(0))  # type: ignore[assignment]
+    content_type: str = property(itemgetter(1))  # type: ignore[assignment]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        body = self.body
+        body, content_type = self
         start_response(
-            "200 OK", [("Content-Type", self.content_type), ("Content-Length", str(len(body)))]
+            "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         )
         return [body]
 

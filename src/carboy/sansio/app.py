@@ -193,6 +193,7 @@ class App(Scaffold):
         self._json_fast = False
         self._asgi_native = True
         self._lazy_environ = True
+        self._plain_app_context = False
         self._cookie_sessions = True
         self._plain_teardown = True
         #: Functions run once per worker before it serves (sync or ``async def``).
