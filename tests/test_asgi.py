@@ -828,7 +828,7 @@ def test_copied_request_context_of_an_asgi_request_works_in_a_thread() -> None:
     assert seen == [("/copy", "1")]
 
 
-def test_overridden_request_context_is_used_under_asgi() -> None:
+def test_overridden_request_context_is_used_under_both_protocols() -> None:
     calls: list[str] = []
 
     class App(carboy.Carboy):
@@ -842,5 +842,8 @@ def test_overridden_request_context_is_used_under_asgi() -> None:
     async def x() -> str:
         return "x"
 
+    client = app.test_client()
+    assert client.get("/x").data == b"x"  # the first request decides what is plain
+    assert client.get("/x").data == b"x"
     assert run(app, scope_for(path="/x")).body == b"x"
-    assert calls == ["/x"]
+    assert calls == ["/x", "/x", "/x"]

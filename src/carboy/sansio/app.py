@@ -192,7 +192,7 @@ class App(Scaffold):
         self._fast: bool | None = None
         self._json_fast = False
         self._asgi_native = True
-        self._lazy_environ = True
+        self._plain_request_context = False
         self._plain_app_context = False
         self._cookie_sessions = True
         self._plain_teardown = True
