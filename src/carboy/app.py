@@ -544,7 +544,8 @@ class Carboy(App):
         ):
             return False
         ctx._torn_down = True
-        app_ctx = ctx._cv_tokens[-1][1]
+        tokens = ctx._cv_tokens
+        app_ctx = tokens[-1][1] if tokens else None  # None too if the push itself failed
         if app_ctx is not None:
             app_ctx._torn_down = True
         return True
