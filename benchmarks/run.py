@@ -138,6 +138,10 @@ def notes(frameworks: list[str], results: dict[str, t.Any]) -> list[str]:
             f"{'uvloop' if versions['uvloop'] != 'not installed' else 'asyncio'} and "
             f"{'httptools' if versions['httptools'] != 'not installed' else 'h11'}."
         )
+        found.append(
+            "Every worker imports carboy and the app modules from bytecode the suite wrote "
+            "before starting it, as the other frameworks' installed wheels do."
+        )
     if results["meta"]["mode"] == "quick":
         found.append("Quick run: short loops and a hello-only end-to-end pass; figures are noisy.")
     return found
