@@ -424,3 +424,10 @@ class RequestContext:
             f"<{type(self).__name__} {env.get('PATH_INFO', '')!r}"
             f" [{env.get('REQUEST_METHOD', 'GET')}] of {self.app.name}>"
         )
+
+
+def hand_over_contexts(environ: dict[str, t.Any]) -> None:
+    """Give the active contexts to the test client (or debugger) that asked to keep them
+    (``werkzeug.debug.preserve_context`` in *environ*)."""
+    environ["werkzeug.debug.preserve_context"](_cv_app.get())
+    environ["werkzeug.debug.preserve_context"](_cv_request.get())

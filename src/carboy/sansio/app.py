@@ -196,6 +196,7 @@ class App(Scaffold):
         self._plain_app_context = False
         self._cookie_sessions = True
         self._plain_teardown = True
+        self._bare = False
         #: Functions run once per worker before it serves (sync or ``async def``).
         #:
         #: .. versionadded:: 0.1

@@ -1,0 +1,225 @@
+"""The bare path: requests that nothing but their view watches, answered in one frame.
+
+Most requests of an API reach a view that has no hook around it: no before, after or teardown
+function, no URL value preprocessor, no signal receiver, no session cookie. For those, every
+check the general path makes (which hooks apply, whether a receiver listens, whether the
+session must be saved, whether teardown functions run) has the same answer, decided here once
+per request, before anything happens:
+
+* :func:`route` says whether a request may take the bare path and finds its rule and plan
+  (:func:`asgi_route` first checks an ASGI request's own headers);
+* :func:`serve_wsgi`, and :meth:`Carboy.asgi_app` itself (a coroutine frame costs about 1.1k
+  instructions, 2% of a hello), push the contexts (:func:`push`), call the view, write a
+  ``str``, ``dict`` or ``list`` return value directly (:func:`short_body`: no Response object)
+  and pop the contexts (:func:`pop`).
+
+Anything the view does that the general path would notice still gets Flask's behaviour: if it
+reads ``request`` or ``session``, registers an ``after_this_request`` function, returns another
+type or raises, the rest of the request is finished by the app's own methods
+(``finalize_request``, ``handle_user_exception``, ``handle_exception``, ``RequestContext.pop``),
+exactly as on the general path. Only what cannot run on a bare request is skipped: the
+``do_teardown_*`` calls (there is no teardown function or receiver) and the signal sends (there
+is no receiver).
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+
+from . import signals
+from .asgi import ScopeRequestContext
+from .ctx import AppContext, RequestContext, hand_over_contexts
+from .globals import _cv_app, _cv_request
+from .wrappers import Response
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from werkzeug.routing import Rule
+
+    from .app import Carboy
+    from .json.provider import DefaultJSONProvider
+    from .plan import Plan
+
+__all__ = ["asgi_route", "pop", "push", "route", "serve_wsgi", "short_body"]
+
+
+def route(app: Carboy, path: str, method: str) -> tuple[Rule, dict[str, t.Any], Plan] | None:
+    """The rule, view arguments and plan of a request that may take the bare path, else
+    ``None``. Reads app-wide state only; the caller has checked the request's own headers
+    (no ``Cookie``, no ``Upgrade``).
+
+    :param path: the decoded path below the script root, ``/``-prefixed.
+    :param method: the request method, upper case.
+    """
+    router = app._router
+    if (
+        router is None
+        or router._version != getattr(app.url_map, "version", 0)
+        or method == "OPTIONS"  # the automatic OPTIONS answer
+        or method == "HEAD"  # a body that must not be sent
+        or path[:1] != "/"
+        or _cv_app.get(None) is not None  # inside another app context: nested pushes
+        or app._own_adapter
+        or app.url_map.host_matching
+        or app.subdomain_matching
+        or app.config["TRUSTED_HOSTS"] is not None
+        or app.teardown_appcontext_funcs
+        or app.response_class is not Response
+        or signals.request_started.receivers
+        or signals.request_finished.receivers
+        or signals.request_tearing_down.receivers
+        or signals.appcontext_tearing_down.receivers
+        or signals.appcontext_pushed.receivers
+        or signals.appcontext_popped.receivers
+    ):
+        return None
+    hit = router.match(path, method)
+    if hit is None:
+        return None
+    rule, view_args = hit
+    endpoint = rule.endpoint
+    plan = app._plans.get(endpoint) or app._plan(endpoint)
+    if not plan.bare:
+        return None
+    return rule, view_args, plan
+
+
+def short_body(app: Carboy, ctx: RequestContext, plan: Plan, rv: t.Any) -> tuple[bytes, str] | None:
+    """``(body, content_type)`` for the view's *rv* when, after the view ran, nothing could
+    inspect a Response: the session was not touched, no ``after_this_request`` function or
+    ``request_finished`` receiver was added, no hook was registered, and *rv* is a ``str``
+    (HTML) or, with the default JSON provider, a ``dict`` or ``list``; else ``None``.
+
+    The caller has checked what it knew before the view ran (no after hooks, not ``HEAD``,
+    the default response class).
+    """
+    # PERF: a plain tuple, written by the caller: a Response with its Headers costs ~4 µs,
+    # and even a callable tuple subclass costs ~3.5k instructions more per hello.
+    if (
+        ctx._session is None
+        and not ctx._after_request_functions
+        # A hook added to the registries during this request (Flask-Caching does) dropped
+        # the plans; Flask would run it on this very response.
+        and app._plans.get(plan.endpoint) is plan
+        and not signals.request_finished.receivers
+    ):
+        cls = rv.__class__
+        if cls is str:
+            return rv.encode(), "text/html; charset=utf-8"
+        if (cls is dict or cls is list) and app._json_fast:
+            provider: DefaultJSONProvider = app.json  # type: ignore[assignment]
+            return provider._response_text(rv).encode(), provider.mimetype
+    return None
+
+
+def push(app: Carboy, ctx: RequestContext) -> AppContext:
+    """Push a new app context and *ctx*, both marked torn down: :func:`route` found nothing
+    that a teardown would run."""
+    app_ctx = AppContext(app)
+    app_ctx._cv_tokens.append(_cv_app.set(app_ctx))
+    ctx._cv_tokens.append((_cv_request.set(ctx), app_ctx))
+    ctx._torn_down = app_ctx._torn_down = True
+    return app_ctx
+
+
+def pop(ctx: RequestContext, app_ctx: AppContext, error: BaseException | None) -> None:
+    """Pop *ctx* and *app_ctx*, pushed by :func:`push`. :meth:`RequestContext.pop` does it
+    when the view left something to close (a request object) or pushed and did not pop."""
+    tokens = ctx._cv_tokens
+    app_tokens = app_ctx._cv_tokens
+    if (
+        ctx._request is None
+        and len(tokens) == 1
+        and len(app_tokens) == 1
+        and _cv_request.get() is ctx
+        and _cv_app.get() is app_ctx
+        and not signals.appcontext_popped.receivers
+    ):
+        _cv_request.reset(tokens.pop()[0])
+        _cv_app.reset(app_tokens.pop())
+    else:
+        ctx.pop(error)
+
+
+def serve_wsgi(
+    app: Carboy, environ: WSGIEnvironment, start_response: StartResponse
+) -> t.Iterable[bytes] | None:
+    """Answer a WSGI request on the bare path, or return ``None`` (having done nothing) when
+    it may not take it. Called by :meth:`Carboy.wsgi_app`; errors are handled as
+    :meth:`Carboy.wsgi_app` handles them."""
+    if "HTTP_COOKIE" in environ or "HTTP_UPGRADE" in environ:
+        return None
+    path = environ.get("PATH_INFO", "")
+    if not path.isascii():
+        return None
+    found = route(app, path, environ.get("REQUEST_METHOD", "GET").upper())
+    if found is None:
+        return None
+    rule, view_args, plan = found
+    ctx = RequestContext(app, environ)
+    ctx._rule = rule
+    ctx._view_args = view_args
+    app_ctx = push(app, ctx)
+    error: BaseException | None = None
+    short = None
+    try:
+        try:
+            app._got_first_request = True
+            try:
+                rv = plan.view(**view_args)  # type: ignore[misc]
+            except Exception as e:
+                response = app.finalize_request(app.handle_user_exception(e))
+            else:
+                short = short_body(app, ctx, plan, rv)
+                if short is None:
+                    response = app.finalize_request(rv)
+        except Exception as e:
+            error = e
+            response = app.handle_exception(e)
+        except BaseException:
+            error = sys.exc_info()[1]
+            raise
+        # Written while the contexts are still pushed, as Flask does.
+        if short is not None:
+            body, content_type = short
+            start_response(
+                "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+        return response(environ, start_response)
+    finally:
+        if "werkzeug.debug.preserve_context" in environ:
+            hand_over_contexts(environ)
+        if error is not None and app.should_ignore_error(error):
+            error = None
+        pop(ctx, app_ctx, error)
+
+
+def asgi_route(
+    app: Carboy, ctx: ScopeRequestContext
+) -> tuple[Plan, t.Callable[..., t.Awaitable[t.Any]], dict[str, t.Any]] | None:
+    """``(plan, view, view_args)`` of an ASGI ``http`` request that may take the bare path, with
+    its rule stored on *ctx*; else ``None``, having done nothing: the request has a body, a
+    cookie or an ``Upgrade`` header, the session interface is not the cookie one, or the view
+    is not ``async def``. :meth:`Carboy.asgi_app` then pushes, answers and pops it (see
+    :func:`push` and :func:`pop`) without a coroutine frame of its own."""
+    if ctx.has_body or ctx.has_cookie or ctx.upgrade or not app._cookie_sessions:
+        return None
+    scope = ctx._scope
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    found = route(app, path, ctx.method)
+    if found is None:
+        return None
+    rule, view_args, plan = found
+    view = plan.aview
+    if view is None:
+        return None
+    ctx._rule = rule
+    ctx._view_args = view_args
+    return plan, view, view_args

@@ -1,0 +1,239 @@
+"""The bare path (``carboy.bare``): requests to a view with no hook, no signal receiver and no
+cookie are answered in one frame. These tests check that each such request really takes it,
+and that whatever the view does there (read the request, touch ``g`` or the session, register
+an ``after_this_request`` function, raise, return something else than text or JSON) gets the
+same answer as on the general path; and that the requests it must not take (HEAD, OPTIONS, a
+cookie, a receiver connected later) do not take it. Each test runs under WSGI and ASGI, with
+``async def`` views (on the event loop under ASGI, through ``ensure_sync`` under WSGI).
+
+An app's first request always takes the general path (it builds the router and decides what
+the app overrides), so each test sends one (:func:`warm`) before the requests it checks.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+
+import carboy
+import carboy.bare
+from carboy import abort, after_this_request, g, request, session, signals
+from carboy.globals import _cv_request
+from carboy.testing import ASGIClient
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def app(request: pytest.FixtureRequest) -> carboy.Carboy:
+    app = carboy.Carboy(__name__)
+    app.config.update(SECRET_KEY="k")
+    if request.param == "asgi":
+        app.test_client_class = ASGIClient
+    return app
+
+
+@pytest.fixture
+def bare_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each request routed so far, whether it was allowed onto the bare path."""
+    taken: list[bool] = []
+    route = carboy.bare.route
+
+    def spy(app: carboy.Carboy, path: str, method: str) -> t.Any:
+        found = route(app, path, method)
+        taken.append(found is not None)
+        return found
+
+    monkeypatch.setattr(carboy.bare, "route", spy)
+    return taken
+
+
+def warm(client: t.Any, taken: list[bool]) -> None:
+    """The app's first request (a 404 on the general path), then forget what it routed."""
+    assert client.get("/warm-up/nothing-here").status_code == 404
+    taken.clear()
+
+
+def test_view_reads_request_g_and_session(app: carboy.Carboy, bare_taken: list[bool]) -> None:
+    @app.get("/hello/<int:n>")
+    async def hello(n: int) -> dict[str, t.Any]:
+        g.seen = request.args["q"]
+        session["n"] = n
+        return {"n": n, "q": g.seen, "path": request.path}
+
+    with app.test_client() as client:
+        warm(client, bare_taken)
+        response = client.get("/hello/7?q=x")
+        assert response.status_code == 200
+        assert response.json == {"n": 7, "q": "x", "path": "/hello/7"}
+        assert response.mimetype == "application/json"
+        # The session the view wrote is saved as on the general path.
+        assert "session=" in response.headers["Set-Cookie"]
+        assert bare_taken == [True]
+        # The cookie now sent keeps the next request off the bare path; same session.
+        again = client.get("/hello/8?q=y")
+        assert again.json == {"n": 8, "q": "y", "path": "/hello/8"}
+        assert bare_taken == [True]  # with a cookie, route() is not even asked
+    assert _cv_request.get(None) is None
+
+
+def test_text_body_and_headers(app: carboy.Carboy, bare_taken: list[bool]) -> None:
+    @app.get("/")
+    async def index() -> str:
+        return "héllo"
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.data == "héllo".encode()
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Length"] == str(len("héllo".encode()))
+    assert bare_taken == [True]
+
+
+def test_after_this_request_and_other_return_types(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    @app.get("/after")
+    async def after() -> str:
+        @after_this_request
+        def add_header(response: carboy.Response) -> carboy.Response:
+            response.headers["X-After"] = "yes"
+            return response
+
+        return "ok"
+
+    @app.get("/created")
+    async def created() -> tuple[str, int, dict[str, str]]:
+        return "made", 201, {"X-Made": "1"}
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    response = client.get("/after")
+    assert (response.data, response.headers["X-After"]) == (b"ok", "yes")
+    response = client.get("/created")
+    assert (response.status_code, response.data, response.headers["X-Made"]) == (201, b"made", "1")
+    assert bare_taken == [True, True]
+
+
+def test_errors_are_handled_as_on_the_general_path(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    @app.errorhandler(418)
+    def teapot(e: Exception) -> tuple[str, int]:
+        return "short and stout", 418
+
+    @app.errorhandler(500)
+    def server_error(e: Exception) -> tuple[str, int]:
+        return f"handled {type(getattr(e, 'original_exception', e)).__name__}", 500
+
+    @app.get("/teapot")
+    async def make_tea() -> str:
+        abort(418)
+
+    @app.get("/boom")
+    async def boom() -> str:
+        raise ValueError("boom")
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    response = client.get("/teapot")
+    assert (response.status_code, response.data) == (418, b"short and stout")
+    response = client.get("/boom")
+    assert (response.status_code, response.data) == (500, b"handled ValueError")
+    assert bare_taken == [True, True]
+
+
+def test_unhandled_error_propagates_in_testing(app: carboy.Carboy, bare_taken: list[bool]) -> None:
+    app.testing = True
+
+    @app.get("/boom")
+    async def boom() -> str:
+        raise ValueError("boom")
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    with pytest.raises(ValueError, match="boom"):
+        client.get("/boom")
+    assert bare_taken == [True]
+    assert _cv_request.get(None) is None
+
+
+def test_head_and_options_take_the_general_path(app: carboy.Carboy, bare_taken: list[bool]) -> None:
+    @app.get("/")
+    async def index() -> str:
+        return "hello"
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    head = client.head("/")
+    assert (head.status_code, head.data, head.headers["Content-Length"]) == (200, b"", "5")
+    options = client.options("/")
+    assert set(options.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert bare_taken == [False, False]
+
+
+def test_receiver_connected_after_the_first_request_is_sent(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    @app.get("/")
+    async def index() -> str:
+        return "hello"
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    assert client.get("/").data == b"hello"
+    sent: list[str] = []
+
+    def started(sender: carboy.Carboy, **extra: t.Any) -> None:
+        sent.append("started")
+
+    def finished(sender: carboy.Carboy, response: carboy.Response, **extra: t.Any) -> None:
+        sent.append(f"finished {response.status_code}")
+
+    with (
+        signals.request_started.connected_to(started, app),
+        signals.request_finished.connected_to(finished, app),
+    ):
+        assert client.get("/").data == b"hello"
+    assert sent == ["started", "finished 200"]
+    assert client.get("/").data == b"hello"  # disconnected: bare again
+    assert bare_taken == [True, False, True]
+
+
+def test_teardown_functions_keep_requests_off_the_bare_path(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    torn: list[str] = []
+
+    @app.teardown_appcontext
+    def app_teardown(exc: BaseException | None) -> None:
+        torn.append("app")
+
+    @app.get("/")
+    async def index() -> str:
+        return "hello"
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    assert client.get("/").data == b"hello"
+    assert torn == ["app", "app"]  # the warm-up request's and this one's
+    assert bare_taken == [False]
+
+
+def test_preserved_context_is_handed_to_the_test_client(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    @app.get("/here")
+    async def here() -> str:
+        g.value = "kept"
+        return "hello"
+
+    with app.test_client() as client:
+        warm(client, bare_taken)
+        assert client.get("/here?x=1").data == b"hello"
+        assert request.path == "/here"
+        assert request.args["x"] == "1"
+        assert g.value == "kept"
+    assert bare_taken == [True]
+    assert _cv_request.get(None) is None
