@@ -20,6 +20,9 @@ from jinja2 import BaseLoader, FileSystemLoader
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from . import typing as ft
+from .files import get_send_file_max_age as _file_max_age
+from .files import send_from_directory
+from .globals import current_app
 
 if t.TYPE_CHECKING:
     from click import Group
@@ -239,17 +242,12 @@ class Scaffold:
         """
         if not self.has_static_folder:
             raise RuntimeError("'static_folder' must be set to serve static files.")
-        from .files import send_from_directory
-
         max_age = self.get_send_file_max_age(filename)
         return send_from_directory(t.cast(str, self.static_folder), filename, max_age=max_age)
 
     def get_send_file_max_age(self, filename: str | None) -> int | None:
         """Cache max-age in seconds for a file; ``SEND_FILE_MAX_AGE_DEFAULT`` by default."""
-        from .files import get_send_file_max_age
-        from .globals import current_app
-
-        return get_send_file_max_age(current_app, filename)
+        return _file_max_age(current_app, filename)
 
     # -- routes ------------------------------------------------------------------------
 
