@@ -248,7 +248,7 @@ class Carboy(App):
             from .lifespan import start_wsgi_worker
 
             start_wsgi_worker(self, environ)
-        if self._fast and self._bare:
+        if self._bare:
             # PERF: a request no hook, signal or session watches is answered in one frame
             # (carboy.bare): 44.6k -> 35.7k instructions per hello (callgrind).
             answer = serve_wsgi(self, environ, start_response)

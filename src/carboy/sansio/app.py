@@ -238,6 +238,7 @@ class App(Scaffold):
         self._plans.clear()
         self._router = None
         self._fast = None
+        self._bare = False
 
     @property
     def _as_carboy(self) -> Carboy:
