@@ -12,13 +12,15 @@ the app overrides), so each test sends one (:func:`warm`) before the requests it
 
 from __future__ import annotations
 
+import gc
 import typing as t
 
 import pytest
+from werkzeug.routing import Map as WerkzeugMap
 
 import carboy
 import carboy.bare
-from carboy import abort, after_this_request, g, request, session, signals
+from carboy import abort, after_this_request, g, request, session, signals, websocket
 from carboy.globals import _cv_request
 from carboy.testing import ASGIClient
 
@@ -237,3 +239,134 @@ def test_preserved_context_is_handed_to_the_test_client(
         assert g.value == "kept"
     assert bare_taken == [True]
     assert _cv_request.get(None) is None
+
+
+def test_quiet_flag_follows_every_way_receivers_come_and_go() -> None:
+    def receiver(sender: t.Any, **extra: t.Any) -> None:
+        return None
+
+    assert signals._quiet
+    signals.appcontext_popped.connect(receiver)
+    assert not signals._quiet
+    signals.appcontext_popped.disconnect(receiver)
+    assert signals._quiet
+    with signals.request_tearing_down.connected_to(receiver):
+        assert not signals._quiet
+    assert signals._quiet
+
+    def connect_a_weak_receiver() -> None:
+        def dies_on_return(sender: t.Any, **extra: t.Any) -> None:
+            return None
+
+        signals.request_started.connect(dies_on_return)  # weak by default
+        assert not signals._quiet
+
+    connect_a_weak_receiver()
+    gc.collect()
+    assert not signals.request_started.receivers
+    assert signals._quiet
+    # A signal that is not sent around every request leaves the flag alone.
+    with signals.message_flashed.connected_to(receiver):
+        assert signals._quiet
+
+
+def test_request_with_a_body_gets_the_same_answer(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    @app.post("/echo")
+    async def echo() -> dict[str, t.Any]:
+        return {"form": request.form.to_dict()}
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    assert client.post("/echo", data={"a": "1"}).json == {"form": {"a": "1"}}
+    # Under ASGI a body keeps the request off the bare path before route() is asked; under
+    # WSGI the body waits in wsgi.input, and the bare path reads it like the general one.
+    assert bare_taken == ([] if isinstance(client, ASGIClient) else [True])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"host_matching": True, "static_folder": None},
+        {"subdomain_matching": True},
+        {"url_map_class": WerkzeugMap},
+    ],
+    ids=["host_matching", "subdomain_matching", "werkzeug_map"],
+)
+@pytest.mark.parametrize("protocol", ["wsgi", "asgi"])
+def test_set_up_the_bare_path_does_not_serve(
+    protocol: str, options: dict[str, t.Any], bare_taken: list[bool]
+) -> None:
+    cls = carboy.Carboy
+    options = dict(options)  # shared by both protocols' runs
+    if "url_map_class" in options:
+        cls = type(
+            "WerkzeugMapApp", (carboy.Carboy,), {"url_map_class": options.pop("url_map_class")}
+        )
+    app = cls(__name__, **options)
+    app.config["SERVER_NAME"] = "example.test"
+    if protocol == "asgi":
+        app.test_client_class = ASGIClient
+
+    @app.get("/", host="example.test" if options.get("host_matching") else None)
+    async def index() -> str:
+        return "hello"
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    for _ in range(2):
+        response = client.get("/")
+        assert (response.status_code, response.data) == (200, b"hello")
+    assert bare_taken == []
+
+
+def test_wrapped_asgi_app_sees_every_request(bare_taken: list[bool]) -> None:
+    app = carboy.Carboy(__name__)
+    app.test_client_class = ASGIClient
+    seen: list[str] = []
+
+    @app.get("/")
+    async def index() -> str:
+        return "hello"
+
+    def wrap() -> None:
+        inner = app.asgi_app
+
+        async def middleware(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+            seen.append(scope["type"])
+            await inner(scope, receive, send)
+
+        app.asgi_app = middleware  # type: ignore[method-assign]
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    assert client.get("/").data == b"hello"
+    assert bare_taken == [True]
+    wrap()  # after the first requests: still seen
+    assert client.get("/").data == b"hello"
+    assert client.get("/").data == b"hello"
+    assert seen == ["http", "http"]
+    assert bare_taken == [True]
+
+
+def test_other_scopes_reach_asgi_app_once_the_app_serves(bare_taken: list[bool]) -> None:
+    app = carboy.Carboy(__name__)
+    app.test_client_class = ASGIClient
+
+    @app.get("/")
+    async def index() -> str:
+        return "hello"
+
+    @app.websocket("/ws")
+    async def echo() -> None:
+        await websocket.send(await websocket.receive())
+
+    client = app.test_client()
+    warm(client, bare_taken)
+    assert client.get("/").data == b"hello"
+    with client.websocket("/ws") as ws:
+        ws.send("ping")
+        assert ws.receive() == "ping"
+    assert client.get("/").data == b"hello"
+    assert bare_taken == [True, True]

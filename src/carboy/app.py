@@ -51,9 +51,7 @@ from .asgi import (
     scope_environ,
     send_response,
 )
-from .bare import asgi_route, serve_wsgi, short_body
-from .bare import pop as bare_pop
-from .bare import push as bare_push
+from .bare import serve_asgi, serve_wsgi, short_body
 from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
 from .ctx import AppContext, RequestContext, hand_over_contexts
 from .globals import _cv_request
@@ -234,6 +232,11 @@ class Carboy(App):
         """
         if send is None:
             return self.wsgi_app(environ_or_scope, start_response_or_receive)
+        if self._bare_asgi and "asgi_app" not in self.__dict__:
+            # PERF: requests no hook, signal or session watches are answered in one coroutine
+            # frame, without asgi_app's (carboy.bare); a wrapped asgi_app, even wrapped after
+            # the first request, still sees every request.
+            return serve_asgi(self, environ_or_scope, start_response_or_receive, send)
         return self.asgi_app(environ_or_scope, start_response_or_receive, send)
 
     def wsgi_app(
@@ -308,44 +311,25 @@ class Carboy(App):
             if fast is None:
                 fast = self._freeze()
             if fast and self._asgi_native:
-                found = None
-                if self._plain_request_context:
-                    ctx: RequestContext = ScopeRequestContext(self, scope)
-                    if self._bare:
-                        found = asgi_route(self, ctx)  # type: ignore[arg-type]
-                else:
-                    ctx = self.request_context(scope_environ(scope))
-                if found is None:
-                    self._match(ctx)
-                    rule = ctx._rule
-                    endpoint = rule.endpoint if rule is not None else None
-                    plan = self._plans.get(endpoint) or self._plan(endpoint)
-                else:
-                    plan, view, view_args = found
+                ctx: RequestContext = (
+                    ScopeRequestContext(self, scope)
+                    if self._plain_request_context
+                    else self.request_context(scope_environ(scope))
+                )
+                self._match(ctx)
+                rule = ctx._rule
+                endpoint = rule.endpoint if rule is not None else None
+                plan = self._plans.get(endpoint) or self._plan(endpoint)
                 if plan.is_async:
-                    # PERF: _handle's push, answer and pop for the event loop, the bare path's
-                    # (carboy.bare) and the short body's two messages are written out here:
-                    # each coroutine frame less saves ~1.1k instructions (2% of a hello).
+                    # PERF: _handle's push, answer and pop for the event loop and the short
+                    # body's two messages are written out here: each coroutine frame less saves
+                    # ~1.1k instructions (2% of a hello).
                     error: BaseException | None = None
-                    app_ctx = None
                     try:
                         try:
                             try:
-                                if found is None:
-                                    ctx.push()
-                                    response = await self._dispatch_async(ctx, plan, receive)
-                                else:
-                                    app_ctx = bare_push(self, ctx)
-                                    self._got_first_request = True
-                                    try:
-                                        rv = await view(**view_args)
-                                    except Exception as e:
-                                        rv = await self._handle_user_exception_async(ctx, e)
-                                        response = await self._finalize_async(ctx, plan, rv)
-                                    else:
-                                        response = short_body(
-                                            self, ctx, plan, rv
-                                        ) or await self._finalize_async(ctx, plan, rv)
+                                ctx.push()
+                                response = await self._dispatch_async(ctx, plan, receive)
                             except Exception as e:
                                 error = e
                                 response = await run_sync(self, self.handle_exception, e)
@@ -363,15 +347,12 @@ class Carboy(App):
                                 hand_over_contexts(environ)
                             if error is not None and self.should_ignore_error(error):
                                 error = None
-                            if app_ctx is not None:
-                                bare_pop(ctx, app_ctx, error)
-                            else:
-                                try:
-                                    if not self._skip_teardown(ctx, plan):
-                                        await run_sync(self, ctx._teardown, error)
-                                finally:
-                                    ctx.pop(error)
-                        if isinstance(response, tuple):  # a short body (a _Body, or bare's)
+                            try:
+                                if not self._skip_teardown(ctx, plan):
+                                    await run_sync(self, ctx._teardown, error)
+                            finally:
+                                ctx.pop(error)
+                        if isinstance(response, tuple):  # a short body (a _Body)
                             body, content_type = response
                             # PERF: short_start inlined (one call less).
                             await send(
@@ -543,11 +524,23 @@ class Carboy(App):
         self._plain_teardown = not (
             self._overrides("do_teardown_request") or self._overrides("do_teardown_appcontext")
         )
+        # What the bare path (carboy.bare) needs of the app's set-up; carboy.bare.route checks
+        # per request what may change while the app serves.
         self._bare = (
             self._fast
             and self._plain_request_context
             and self._plain_app_context
             and self._plain_teardown
+            and not self._overrides("create_url_adapter")
+            and hasattr(self.url_map, "version")  # a carboy.routing.Map: bare.route reads it
+            and not self.url_map.host_matching
+            and not self.subdomain_matching
+        )
+        self._bare_asgi = (
+            self._bare
+            and self._asgi_native
+            and self._cookie_sessions
+            and not self._overrides("asgi_app")
         )
         return self._fast
 

@@ -6,12 +6,16 @@ check the general path makes (which hooks apply, whether a receiver listens, whe
 session must be saved, whether teardown functions run) has the same answer, decided here once
 per request, before anything happens:
 
-* :func:`route` says whether a request may take the bare path and finds its rule and plan
-  (:func:`asgi_route` first checks an ASGI request's own headers);
-* :func:`serve_wsgi`, and :meth:`Carboy.asgi_app` itself (a coroutine frame costs about 1.1k
-  instructions, 2% of a hello), push the contexts (:func:`push`), call the view, write a
-  ``str``, ``dict`` or ``list`` return value directly (:func:`short_body`: no Response object)
-  and pop the contexts (:func:`pop`).
+* the app's set-up is checked once, when it freezes (``app._bare``: nothing overridden, a
+  :class:`~carboy.routing.Map`, no host or subdomain matching; ``app._bare_asgi`` adds the
+  cookie session interface and no wrapped ``wsgi_app`` or ``asgi_app``);
+* :func:`route` checks what may change while the app serves (one flag, ``signals._quiet``,
+  stands for the six request signals' receivers) and finds the rule and plan;
+* :func:`serve_wsgi` (called by :meth:`Carboy.wsgi_app`) and :func:`serve_asgi` (called by
+  :meth:`Carboy.__call__` instead of :meth:`Carboy.asgi_app`, so that a bare ASGI request
+  runs in one coroutine frame) push the contexts (:func:`push`), call the view, write a
+  ``str``, ``dict`` or ``list`` return value directly (:func:`short_body`: no Response
+  object) and pop the contexts (:func:`pop`).
 
 Anything the view does that the general path would notice still gets Flask's behaviour: if it
 reads ``request`` or ``session``, registers an ``after_this_request`` function, returns another
@@ -26,11 +30,13 @@ is no receiver).
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import typing as t
 
 from . import signals
-from .asgi import ScopeRequestContext
+from .asgi import ScopeRequestContext, send_response
+from .concurrency import run_sync
 from .ctx import AppContext, RequestContext, hand_over_contexts
 from .globals import _cv_app, _cv_request
 from .wrappers import Response
@@ -40,40 +46,34 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from werkzeug.routing import Rule
 
     from .app import Carboy
+    from .asgi import Receive, Scope, Send
     from .json.provider import DefaultJSONProvider
     from .plan import Plan
 
-__all__ = ["asgi_route", "pop", "push", "route", "serve_wsgi", "short_body"]
+__all__ = ["pop", "push", "route", "serve_asgi", "serve_wsgi", "short_body"]
 
 
 def route(app: Carboy, path: str, method: str) -> tuple[Rule, dict[str, t.Any], Plan] | None:
     """The rule, view arguments and plan of a request that may take the bare path, else
-    ``None``. Reads app-wide state only; the caller has checked the request's own headers
-    (no ``Cookie``, no ``Upgrade``).
+    ``None``. Reads the app-wide state that may change while the app serves; the caller has
+    checked ``app._bare`` (the set-up: nothing overridden, a :class:`~carboy.routing.Map`, no
+    host or subdomain matching) and the request's own headers (no ``Cookie``, no ``Upgrade``).
 
     :param path: the decoded path below the script root, ``/``-prefixed.
     :param method: the request method, upper case.
     """
     router = app._router
     if (
-        router is None
-        or router._version != getattr(app.url_map, "version", 0)
-        or method == "OPTIONS"  # the automatic OPTIONS answer
+        method == "OPTIONS"  # the automatic OPTIONS answer
         or method == "HEAD"  # a body that must not be sent
         or path[:1] != "/"
+        or router is None
+        or router._version != app.url_map.version
+        or not signals._quiet
         or _cv_app.get(None) is not None  # inside another app context: nested pushes
-        or app._own_adapter
-        or app.url_map.host_matching
-        or app.subdomain_matching
-        or app.config["TRUSTED_HOSTS"] is not None
         or app.teardown_appcontext_funcs
         or app.response_class is not Response
-        or signals.request_started.receivers
-        or signals.request_finished.receivers
-        or signals.request_tearing_down.receivers
-        or signals.appcontext_tearing_down.receivers
-        or signals.appcontext_pushed.receivers
-        or signals.appcontext_popped.receivers
+        or app.config["TRUSTED_HOSTS"] is not None
     ):
         return None
     hit = router.match(path, method)
@@ -198,28 +198,74 @@ def serve_wsgi(
         pop(ctx, app_ctx, error)
 
 
-def asgi_route(
-    app: Carboy, ctx: ScopeRequestContext
-) -> tuple[Plan, t.Callable[..., t.Awaitable[t.Any]], dict[str, t.Any]] | None:
-    """``(plan, view, view_args)`` of an ASGI ``http`` request that may take the bare path, with
-    its rule stored on *ctx*; else ``None``, having done nothing: the request has a body, a
-    cookie or an ``Upgrade`` header, the session interface is not the cookie one, or the view
-    is not ``async def``. :meth:`Carboy.asgi_app` then pushes, answers and pops it (see
-    :func:`push` and :func:`pop`) without a coroutine frame of its own."""
-    if ctx.has_body or ctx.has_cookie or ctx.upgrade or not app._cookie_sessions:
-        return None
-    scope = ctx._scope
-    path: str = scope["path"]
-    root = scope.get("root_path")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    found = route(app, path, ctx.method)
-    if found is None:
-        return None
+async def serve_asgi(app: Carboy, scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI entry of an app whose set-up allows the bare path (``app._bare_asgi``, checked
+    by :meth:`Carboy.__call__`): an ``http`` request that may take it is answered here; any
+    other request or scope goes on to :meth:`Carboy.asgi_app`.
+
+    A request may take the bare path when it has no body, no cookie and no ``Upgrade``
+    header, :func:`route` allows it, and its view is ``async def``. Errors are handled as
+    :meth:`Carboy.asgi_app` handles them.
+    """
+    if scope["type"] != "http":
+        return await app.asgi_app(scope, receive, send)
+    ctx = ScopeRequestContext(app, scope)
+    found = None
+    if not (ctx.has_body or ctx.has_cookie or ctx.upgrade):
+        path: str = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        found = route(app, path, ctx.method)
+    if found is None or found[2].aview is None:
+        return await app.asgi_app(scope, receive, send)
     rule, view_args, plan = found
-    view = plan.aview
-    if view is None:
-        return None
     ctx._rule = rule
     ctx._view_args = view_args
-    return plan, view, view_args
+    view: t.Callable[..., t.Awaitable[t.Any]] = plan.aview  # type: ignore[assignment]
+    app_ctx = push(app, ctx)
+    error: BaseException | None = None
+    short = None
+    try:
+        try:
+            app._got_first_request = True
+            try:
+                rv = await view(**view_args)
+            except Exception as e:
+                rv = await app._handle_user_exception_async(ctx, e)
+                response = await app._finalize_async(ctx, plan, rv)
+            else:
+                short = short_body(app, ctx, plan, rv)
+                if short is None:
+                    response = await app._finalize_async(ctx, plan, rv)
+        except Exception as e:
+            error = e
+            response = await run_sync(app, app.handle_exception, e)
+        except BaseException:
+            error = sys.exc_info()[1]
+            raise
+    finally:
+        # An environ nobody built holds no test client's wish to keep it.
+        environ = ctx._environ
+        if environ is not None and "werkzeug.debug.preserve_context" in environ:
+            hand_over_contexts(environ)
+        if error is not None and app.should_ignore_error(error):
+            error = None
+        pop(ctx, app_ctx, error)
+    if short is not None:
+        body, content_type = short
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+    else:
+        # Copied after the pop: what a streamed body may see (Flask's rule).
+        context = contextvars.copy_context()
+        await send_response(app, response, ctx.environ, context, receive, send)

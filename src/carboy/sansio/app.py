@@ -197,6 +197,7 @@ class App(Scaffold):
         self._cookie_sessions = True
         self._plain_teardown = True
         self._bare = False
+        self._bare_asgi = False
         #: Functions run once per worker before it serves (sync or ``async def``).
         #:
         #: .. versionadded:: 0.1
@@ -238,7 +239,7 @@ class App(Scaffold):
         self._plans.clear()
         self._router = None
         self._fast = None
-        self._bare = False
+        self._bare = self._bare_asgi = False
 
     @property
     def _as_carboy(self) -> Carboy:
