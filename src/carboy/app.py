@@ -227,7 +227,10 @@ class Carboy(App):
         """The entry point for both protocols.
 
         WSGI: ``app(environ, start_response)`` calls :meth:`wsgi_app`, so WSGI middleware can
-        wrap that. ASGI 3: ``await app(scope, receive, send)`` runs :meth:`asgi_app`.
+        wrap that. ASGI 3: ``await app(scope, receive, send)`` runs :meth:`asgi_app`; once the
+        app serves, and if its set-up allows the bare path, it runs
+        :func:`carboy.bare.serve_asgi`, which answers the requests that may take it and hands
+        every other one to :meth:`asgi_app` (always called when replaced on the instance).
         Flask-compatible: ``flask.Flask.__call__`` (WSGI); ASGI is new in carboy.
         """
         if send is None:
