@@ -50,6 +50,7 @@ from .asgi import (
     request_facts,
     scope_environ,
     send_response,
+    short_start,
 )
 from .bare import serve_asgi, serve_wsgi, short_body
 from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
@@ -325,7 +326,7 @@ class Carboy(App):
                 plan = self._plans.get(endpoint) or self._plan(endpoint)
                 if plan.is_async:
                     # PERF: _handle's push, answer and pop for the event loop and the short
-                    # body's two messages are written out here: each coroutine frame less saves
+                    # body's two sends are written out here: each coroutine frame less saves
                     # ~1.1k instructions (2% of a hello).
                     error: BaseException | None = None
                     try:
@@ -357,17 +358,7 @@ class Carboy(App):
                                 ctx.pop(error)
                         if isinstance(response, tuple):  # a short body (a _Body)
                             body, content_type = response
-                            # PERF: short_start inlined (one call less).
-                            await send(
-                                {
-                                    "type": "http.response.start",
-                                    "status": 200,
-                                    "headers": [
-                                        (b"content-type", content_type.encode("latin-1")),
-                                        (b"content-length", str(len(body)).encode()),
-                                    ],
-                                }
-                            )
+                            await send(short_start(body, content_type))
                             await send({"type": "http.response.body", "body": body})
                         else:
                             # Copied after the pop: what a streamed body may see (Flask's rule).

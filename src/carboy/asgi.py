@@ -472,15 +472,15 @@ class AsgiCall:
 AsgiCall.__annotations__ = {}
 
 
-def short_start(response: _Body) -> Message:
-    """The ``http.response.start`` message of carboy's short-path body: a 200 with content
-    type and length."""
+def short_start(body: bytes, content_type: str) -> Message:
+    """The ``http.response.start`` message of carboy's short-path *body*: a 200 with content
+    type and length. A new dict each time: middleware may edit the messages it passes on."""
     return {
         "type": "http.response.start",
         "status": 200,
         "headers": [
-            (b"content-type", response.content_type.encode("latin-1")),
-            (b"content-length", str(len(response.body)).encode()),
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-length", str(len(body)).encode()),
         ],
     }
 
@@ -500,8 +500,9 @@ async def send_response(
     its context), an async one on the loop; if the client disconnects, it is closed.
     """
     if response.__class__ is _Body:
-        await send(short_start(response))
-        await send({"type": "http.response.body", "body": response.body})
+        body, content_type = response
+        await send(short_start(body, content_type))
+        await send({"type": "http.response.body", "body": body})
         return
     source = getattr(response.response, "_carboy_async_source", None)
     if source is not None:

@@ -35,7 +35,7 @@ import sys
 import typing as t
 
 from . import signals
-from .asgi import ScopeRequestContext, send_response
+from .asgi import ScopeRequestContext, send_response, short_start
 from .concurrency import run_sync
 from .ctx import AppContext, RequestContext, hand_over_contexts
 from .globals import _cv_app, _cv_request
@@ -254,16 +254,7 @@ async def serve_asgi(app: Carboy, scope: Scope, receive: Receive, send: Send) ->
         pop(ctx, app_ctx, error)
     if short is not None:
         body, content_type = short
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", content_type.encode("latin-1")),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        await send(short_start(body, content_type))
         await send({"type": "http.response.body", "body": body})
     else:
         # Copied after the pop: what a streamed body may see (Flask's rule).

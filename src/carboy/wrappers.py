@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import typing as t
-from operator import itemgetter
 
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.wrappers import Request as _WerkzeugRequest
@@ -197,11 +196,8 @@ class _Body(tuple[bytes, str]):
     """
 
     # PERF: a tuple subclass is built in C, without an ``__init__`` frame (one Python call
-    # less per short-path request); its two fields are read through C item getters.
+    # less per short-path request); readers unpack it.
     __slots__ = ()
-
-    body: bytes = property(itemgetter(0))  # type: ignore[assignment]
-    content_type: str = property(itemgetter(1))  # type: ignore[assignment]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         body, content_type = self
