@@ -55,7 +55,7 @@ from .asgi import (
 from .bare import serve_asgi, serve_wsgi, short_body
 from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
 from .ctx import AppContext, RequestContext, hand_over_contexts
-from .globals import _cv_request
+from .globals import _cv_request_get
 from .json.provider import DefaultJSONProvider
 from .plan import Plan as _Plan
 from .plan import make_plan
@@ -130,7 +130,7 @@ class Carboy(App):
     def update_template_context(self, context: dict[str, t.Any]) -> None:
         """Add the context processors' values to *context*; explicit values win."""
         names: t.Iterable[str | None] = (None,)
-        ctx = _cv_request.get(None)
+        ctx = _cv_request_get(None)
         if ctx is not None:
             names = chain(names, reversed(ctx.request.blueprints))
         explicit = context.copy()
@@ -652,7 +652,7 @@ class Carboy(App):
 
         Flask-compatible: ``flask.Flask.preprocess_request``.
         """
-        ctx = _cv_request.get()
+        ctx = _cv_request_get()
         endpoint = self._endpoint(ctx)
         plan = self._plan(endpoint)
         if plan.url_value_preprocessors:
@@ -670,7 +670,7 @@ class Carboy(App):
 
         Flask-compatible: ``flask.Flask.dispatch_request``.
         """
-        ctx = _cv_request.get()
+        ctx = _cv_request_get()
         req = ctx.request
         if req.routing_exception is not None:
             self.raise_routing_exception(req)
@@ -699,7 +699,7 @@ class Carboy(App):
 
     def make_default_options_response(self) -> Response:
         """The automatic OPTIONS response, with an ``Allow`` header."""
-        adapter = t.cast(MapAdapter, _cv_request.get().url_adapter)
+        adapter = t.cast(MapAdapter, _cv_request_get().url_adapter)
         rv = self.response_class()
         rv.allow.update(adapter.allowed_methods())
         return rv
@@ -741,7 +741,7 @@ class Carboy(App):
 
         Flask-compatible: ``flask.Flask.process_response``.
         """
-        ctx = _cv_request.get()
+        ctx = _cv_request_get()
         for func in ctx._after_request_functions:
             response = self.ensure_sync(func)(response)
         for after in self._plan(self._endpoint(ctx)).after:
@@ -799,12 +799,12 @@ class Carboy(App):
             elif isinstance(rv, HTTPException):
                 # PERF: ask the error for its response object instead of running it as a WSGI
                 # app and parsing the output back (same status, headers and body; ~15 µs).
-                rv = self.response_class.force_type(rv.get_response(_cv_request.get().environ))
+                rv = self.response_class.force_type(rv.get_response(_cv_request_get().environ))
             elif isinstance(rv, BaseResponse) or callable(rv):
                 try:
                     rv = self.response_class.force_type(
                         rv,  # type: ignore[arg-type]
-                        _cv_request.get().environ,
+                        _cv_request_get().environ,
                     )
                 except TypeError as e:
                     raise TypeError(
@@ -831,7 +831,7 @@ class Carboy(App):
         return response
 
     def _endpoint_name(self) -> str | None:
-        ctx = _cv_request.get(None)
+        ctx = _cv_request_get(None)
         return self._endpoint(ctx) if ctx is not None else None
 
     def handle_http_exception(self, e: HTTPException) -> HTTPException | ft.ResponseReturnValue:
@@ -842,7 +842,7 @@ class Carboy(App):
         """
         if e.code is None or isinstance(e, RoutingException):
             return e
-        ctx = _cv_request.get()
+        ctx = _cv_request_get()
         handler = self._find_error_handler(e, ctx.request.blueprints)
         if handler is None:
             return e
@@ -861,7 +861,7 @@ class Carboy(App):
             e.show_exception = True
         if isinstance(e, HTTPException) and not self.trap_http_exception(e):
             return self.handle_http_exception(e)
-        ctx = _cv_request.get()
+        ctx = _cv_request_get()
         handler = self._find_error_handler(e, ctx.request.blueprints)
         if handler is None:
             raise e
@@ -889,7 +889,7 @@ class Carboy(App):
         self.log_exception(exc_info)
         server_error: InternalServerError | ft.ResponseReturnValue
         server_error = InternalServerError(original_exception=e)
-        ctx = _cv_request.get(None)
+        ctx = _cv_request_get(None)
         handler = self._find_error_handler(
             server_error, ctx.request.blueprints if ctx is not None else []
         )
@@ -902,7 +902,7 @@ class Carboy(App):
         exc_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
     ) -> None:
         """Log an unhandled exception to :attr:`logger` at ERROR level."""
-        ctx = _cv_request.get(None)
+        ctx = _cv_request_get(None)
         where = f" on {ctx.request.path} [{ctx.request.method}]" if ctx is not None else ""
         self.logger.error(f"Exception{where}", exc_info=exc_info)
 
@@ -915,7 +915,7 @@ class Carboy(App):
         """
         if exc is _sentinel:
             exc = sys.exc_info()[1]
-        ctx = _cv_request.get()
+        ctx = _cv_request_get()
         for func in self._plan(self._endpoint(ctx)).teardown:
             func(exc)
         if signals.request_tearing_down.receivers:

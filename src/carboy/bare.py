@@ -38,7 +38,14 @@ from . import signals
 from .asgi import ScopeRequestContext, send_response, short_start
 from .concurrency import run_sync
 from .ctx import AppContext, RequestContext, hand_over_contexts
-from .globals import _cv_app, _cv_request
+from .globals import (
+    _cv_app_get,
+    _cv_app_reset,
+    _cv_app_set,
+    _cv_request_get,
+    _cv_request_reset,
+    _cv_request_set,
+)
 from .wrappers import Response
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -70,7 +77,7 @@ def route(app: Carboy, path: str, method: str) -> tuple[Rule, dict[str, t.Any], 
         or router is None
         or router._version != app.url_map.version
         or not signals._quiet
-        or _cv_app.get(None) is not None  # inside another app context: nested pushes
+        or _cv_app_get(None) is not None  # inside another app context: nested pushes
         or app.teardown_appcontext_funcs
         or app.response_class is not Response
         or app.config["TRUSTED_HOSTS"] is not None
@@ -119,8 +126,8 @@ def push(app: Carboy, ctx: RequestContext) -> AppContext:
     """Push a new app context and *ctx*, both marked torn down: :func:`route` found nothing
     that a teardown would run."""
     app_ctx = AppContext(app)
-    app_ctx._cv_tokens.append(_cv_app.set(app_ctx))
-    ctx._cv_tokens.append((_cv_request.set(ctx), app_ctx))
+    app_ctx._cv_tokens.append(_cv_app_set(app_ctx))
+    ctx._cv_tokens.append((_cv_request_set(ctx), app_ctx))
     ctx._torn_down = app_ctx._torn_down = True
     return app_ctx
 
@@ -134,12 +141,12 @@ def pop(ctx: RequestContext, app_ctx: AppContext, error: BaseException | None) -
         ctx._request is None
         and len(tokens) == 1
         and len(app_tokens) == 1
-        and _cv_request.get() is ctx
-        and _cv_app.get() is app_ctx
+        and _cv_request_get() is ctx
+        and _cv_app_get() is app_ctx
         and not signals.appcontext_popped.receivers
     ):
-        _cv_request.reset(tokens.pop()[0])
-        _cv_app.reset(app_tokens.pop())
+        _cv_request_reset(tokens.pop()[0])
+        _cv_app_reset(app_tokens.pop())
     else:
         ctx.pop(error)
 

@@ -176,9 +176,9 @@ def _buffer_body_for_other_thread() -> None:
     async views the ASGI behaviour (body received in full before the view runs). Views marked
     ``stream_request_body`` are left alone, so they still read the socket from that thread.
     """
-    from .globals import _cv_request
+    from .globals import _cv_request_get
 
-    ctx = _cv_request.get(None)
+    ctx = _cv_request_get(None)
     if ctx is None:
         return
     environ = ctx.environ

@@ -16,7 +16,16 @@ from types import TracebackType
 from werkzeug.exceptions import HTTPException
 
 from . import signals
-from .globals import _cv_app, _cv_request
+from .globals import (
+    _cv_app,
+    _cv_app_get,
+    _cv_app_reset,
+    _cv_app_set,
+    _cv_request,
+    _cv_request_get,
+    _cv_request_reset,
+    _cv_request_set,
+)
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -93,7 +102,7 @@ class _AppCtxGlobals:
         return iter(self.__dict__)
 
     def __repr__(self) -> str:
-        ctx = _cv_app.get(None)
+        ctx = _cv_app_get(None)
         if ctx is not None:
             return f"<carboy.g of '{ctx.app.name}'>"
         return object.__repr__(self)
@@ -106,7 +115,7 @@ def after_this_request(f: F) -> F:
 
     :raises RuntimeError: outside a request context.
     """
-    ctx = _cv_request.get(None)
+    ctx = _cv_request_get(None)
     if ctx is None:
         raise RuntimeError(
             "'after_this_request' needs an active request context, such as inside a view."
@@ -123,7 +132,7 @@ def copy_current_request_context(f: F) -> F:
 
     :raises RuntimeError: outside a request context.
     """
-    ctx = _cv_request.get(None)
+    ctx = _cv_request_get(None)
     if ctx is None:
         raise RuntimeError(
             "'copy_current_request_context' needs an active request context, such as inside a view."
@@ -139,12 +148,12 @@ def copy_current_request_context(f: F) -> F:
 
 def has_request_context() -> bool:
     """Whether a request context is active. Flask-compatible: ``flask.has_request_context``."""
-    return _cv_request.get(None) is not None
+    return _cv_request_get(None) is not None
 
 
 def has_app_context() -> bool:
     """Whether an app context is active. Flask-compatible: ``flask.has_app_context``."""
-    return _cv_app.get(None) is not None
+    return _cv_app_get(None) is not None
 
 
 class AppContext:
@@ -190,7 +199,7 @@ class AppContext:
 
     def push(self) -> None:
         """Make this context the active one."""
-        self._cv_tokens.append(_cv_app.set(self))
+        self._cv_tokens.append(_cv_app_set(self))
         if signals.appcontext_pushed.receivers:
             signals.appcontext_pushed.send(self.app, _async_wrapper=self.app.ensure_sync)
 
@@ -208,10 +217,10 @@ class AppContext:
                     exc = sys.exc_info()[1]
                 self.app.do_teardown_appcontext(exc)
         finally:
-            active = _cv_app.get()
+            active = _cv_app_get()
             token = tokens.pop()
             try:
-                _cv_app.reset(token)
+                _cv_app_reset(token)
             except ValueError:
                 _restore(_cv_app, token)
         if active is not self:
@@ -355,19 +364,19 @@ class RequestContext:
     def push(self) -> None:
         """Make this context (and an app context, if needed) active, then match the URL."""
         app = self.app
-        app_ctx = _cv_app.get(None)
+        app_ctx = _cv_app_get(None)
         if app_ctx is None or app_ctx.app is not app:
             # PERF: app_context() called only when overridden (one call less).
             app_ctx = AppContext(app) if app._plain_app_context else app.app_context()
             if app_ctx.__class__ is AppContext and not signals.appcontext_pushed.receivers:
                 # PERF: AppContext.push inlined for the plain class (one call less).
-                app_ctx._cv_tokens.append(_cv_app.set(app_ctx))
+                app_ctx._cv_tokens.append(_cv_app_set(app_ctx))
             else:
                 app_ctx.push()
         else:
             app_ctx = None
         tokens = self._cv_tokens
-        tokens.append((_cv_request.set(self), app_ctx))
+        tokens.append((_cv_request_set(self), app_ctx))
         if len(tokens) == 1 and self._rule is None and self._routing_exception is None:
             app._match(self)
 
@@ -391,12 +400,12 @@ class RequestContext:
                     # Break the request <-> environ cycle (no Request, no cycle).
                     request.environ["werkzeug.request"] = None
         finally:
-            active = _cv_request.get()
+            active = _cv_request_get()
             token, app_ctx = tokens.pop()
             # PERF: _restore's reset inlined; its fallback only runs for a context popped in a
             # copy of the one it was pushed in.
             try:
-                _cv_request.reset(token)
+                _cv_request_reset(token)
             except ValueError:
                 _restore(_cv_request, token)
             if app_ctx is not None:
@@ -429,5 +438,5 @@ class RequestContext:
 def hand_over_contexts(environ: dict[str, t.Any]) -> None:
     """Give the active contexts to the test client (or debugger) that asked to keep them
     (``werkzeug.debug.preserve_context`` in *environ*)."""
-    environ["werkzeug.debug.preserve_context"](_cv_app.get())
-    environ["werkzeug.debug.preserve_context"](_cv_request.get())
+    environ["werkzeug.debug.preserve_context"](_cv_app_get())
+    environ["werkzeug.debug.preserve_context"](_cv_request_get())

@@ -13,7 +13,7 @@ from werkzeug.exceptions import abort as _wz_abort
 from werkzeug.utils import redirect as _wz_redirect
 
 from . import signals
-from .globals import _cv_app, _cv_request, current_app, request_ctx, session
+from .globals import _cv_app_get, _cv_request_get, current_app, request_ctx, session
 from .scaffold import get_root_path
 
 if t.TYPE_CHECKING:
@@ -90,7 +90,7 @@ def stream_with_context(
 
         return update_wrapper(decorator, func)  # type: ignore[return-value]
 
-    ctx = _cv_request.get(None)
+    ctx = _cv_request_get(None)
     if ctx is None:
         raise RuntimeError(
             "'stream_with_context' needs an active request context, such as inside a view."
@@ -160,7 +160,7 @@ def redirect(
 
     Flask-compatible: ``flask.redirect``; uses the app's :meth:`Carboy.redirect` when active.
     """
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is not None:
         return ctx.app.redirect(location, code=code)
     return _wz_redirect(location, code=code, Response=Response)
@@ -174,7 +174,7 @@ def abort(code: int | BaseResponse, *args: t.Any, **kwargs: t.Any) -> t.NoReturn
     :raises werkzeug.exceptions.HTTPException: always.
     :raises LookupError: for a status code with no exception class.
     """
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is not None:
         ctx.app.aborter(code, *args, **kwargs)
     _wz_abort(code, *args, **kwargs)

@@ -13,7 +13,7 @@ import typing as t
 
 from werkzeug.local import LocalProxy
 
-from .globals import _cv_request
+from .globals import _cv_request_get
 
 if t.TYPE_CHECKING:
     from .app import Carboy
@@ -22,7 +22,7 @@ __all__ = ["create_logger", "default_handler", "has_level_handler", "wsgi_errors
 
 
 def _current_errors_stream() -> t.TextIO:
-    ctx = _cv_request.get(None)
+    ctx = _cv_request_get(None)
     if ctx is None:
         return sys.stderr
     return t.cast(t.TextIO, ctx.environ["wsgi.errors"])

@@ -12,7 +12,7 @@ import typing as t
 import jinja2
 from jinja2 import BaseLoader, Template, TemplateNotFound
 
-from .globals import _cv_app, _cv_request, _no_app_msg, g, request, session
+from .globals import _cv_app_get, _cv_request_get, _no_app_msg, g, request, session
 from .signals import before_render_template, template_rendered
 
 if t.TYPE_CHECKING:
@@ -52,10 +52,10 @@ def _default_template_ctx_processor() -> dict[str, t.Any]:
     :return: a dict with any of the keys ``g``, ``request`` and ``session``.
     """
     values: dict[str, t.Any] = {}
-    app_ctx = _cv_app.get(None)
+    app_ctx = _cv_app_get(None)
     if app_ctx is not None:
         values["g"] = app_ctx.g
-    req_ctx = _cv_request.get(None)
+    req_ctx = _cv_request_get(None)
     if req_ctx is not None:
         values["request"] = req_ctx.request
         values["session"] = req_ctx.session
@@ -174,7 +174,7 @@ def _log_loading_attempts(
         lines.append("  No loaders are configured (no template folders).")
     if hits == 0:
         lines.append("No loader had the template.")
-        req_ctx = _cv_request.get(None)
+        req_ctx = _cv_request_get(None)
         blueprint = req_ctx.request.blueprint if req_ctx is not None else None
         if blueprint is not None:
             lines.append(
@@ -226,7 +226,7 @@ def create_jinja_environment(app: Carboy) -> Environment:
 
 
 def _current_app() -> Carboy:
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is None:
         raise RuntimeError(_no_app_msg)
     return ctx.app
@@ -261,7 +261,7 @@ def _stream(app: Carboy, template: Template, context: dict[str, t.Any]) -> t.Ite
             )
 
     chunks = generate()
-    if _cv_request.get(None) is not None:
+    if _cv_request_get(None) is not None:
         from .helpers import stream_with_context
 
         return stream_with_context(chunks)

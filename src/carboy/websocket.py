@@ -30,7 +30,7 @@ from werkzeug.local import LocalProxy
 
 from .asgi import scope_environ
 from .concurrency import ensure_async, run_sync
-from .globals import _cv_request
+from .globals import _cv_request_get
 from .wrappers import split_blueprint_path
 
 if t.TYPE_CHECKING:
@@ -144,7 +144,7 @@ class Websocket:
 
     async def send_json(self, obj: t.Any) -> None:
         """Send *obj* encoded with the app's JSON provider, as a text frame."""
-        ctx = _cv_request.get(None)
+        ctx = _cv_request_get(None)
         text = ctx.app.json.dumps(obj) if ctx is not None else _json.dumps(obj)
         await self.send(text)
 
@@ -193,7 +193,7 @@ def _fit(reason: str) -> str:
 
 
 def _get_websocket() -> Websocket:
-    ctx = _cv_request.get(None)
+    ctx = _cv_request_get(None)
     ws = getattr(ctx, "websocket", None)
     if ws is None:
         raise RuntimeError(

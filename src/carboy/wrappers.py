@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
 from . import json
-from .globals import _cv_app
+from .globals import _cv_app_get
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -22,7 +22,7 @@ if t.TYPE_CHECKING:
 
 
 def _config(key: str, default: t.Any) -> t.Any:
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     return default if ctx is None else ctx.app.config[key]
 
 
@@ -134,7 +134,7 @@ class Request(_WerkzeugRequest):
     def _load_form_data(self) -> None:
         super()._load_form_data()
         # In debug mode, explain why a form key is missing when the form was not sent as one.
-        ctx = _cv_app.get(None)
+        ctx = _cv_app_get(None)
         if (
             ctx is not None
             and ctx.app.debug
@@ -153,7 +153,7 @@ class Request(_WerkzeugRequest):
         try:
             return super().on_json_loading_failed(e)
         except BadRequest as error:
-            ctx = _cv_app.get(None)
+            ctx = _cv_app_get(None)
             if ctx is not None and ctx.app.debug:
                 raise
             raise BadRequest() from error
@@ -182,7 +182,7 @@ class Response(_WerkzeugResponse):
     @property
     def max_cookie_size(self) -> int:  # type: ignore[override]
         """``MAX_COOKIE_SIZE`` from the active app's config, else Werkzeug's default."""
-        ctx = _cv_app.get(None)
+        ctx = _cv_app_get(None)
         if ctx is not None:
             return int(ctx.app.config["MAX_COOKIE_SIZE"])
         return super().max_cookie_size

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json as _json
 import typing as t
 
-from ..globals import _cv_app, current_app
+from ..globals import _cv_app_get, current_app
 from .provider import _default
 
 if t.TYPE_CHECKING:
@@ -30,7 +30,7 @@ def dumps(obj: t.Any, **kwargs: t.Any) -> str:
     :param kwargs: passed to the provider's ``dumps`` or to :func:`json.dumps`.
     :raises TypeError: *obj* contains a value that cannot be serialized.
     """
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is not None:
         return ctx.app.json.dumps(obj, **kwargs)
     kwargs.setdefault("default", _default)
@@ -44,7 +44,7 @@ def dump(obj: t.Any, fp: t.IO[str], **kwargs: t.Any) -> None:
 
     :raises TypeError: *obj* contains a value that cannot be serialized.
     """
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is not None:
         ctx.app.json.dump(obj, fp, **kwargs)
         return
@@ -59,7 +59,7 @@ def loads(s: str | bytes, **kwargs: t.Any) -> t.Any:
 
     :raises ValueError: *s* is not valid JSON (:class:`json.JSONDecodeError` by default).
     """
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is not None:
         return ctx.app.json.loads(s, **kwargs)
     return _json.loads(s, **kwargs)
@@ -72,7 +72,7 @@ def load(fp: t.IO[t.AnyStr], **kwargs: t.Any) -> t.Any:
 
     :raises ValueError: the content is not valid JSON.
     """
-    ctx = _cv_app.get(None)
+    ctx = _cv_app_get(None)
     if ctx is not None:
         return ctx.app.json.load(fp, **kwargs)
     return _json.load(fp, **kwargs)

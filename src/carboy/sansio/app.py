@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from .. import typing as ft
 from ..config import DEFAULT_CONFIG, Config, ConfigAttribute
 from ..ctx import _AppCtxGlobals
-from ..globals import _cv_app, _cv_request, g
+from ..globals import _cv_app_get, _cv_request_get, g
 from ..helpers import get_debug_flag, get_load_dotenv
 from ..json.provider import DefaultJSONProvider, JSONProvider
 from ..logging import create_logger
@@ -619,7 +619,7 @@ class App(Scaffold):
         :raises RuntimeError: outside a request without ``SERVER_NAME``.
         :raises ValueError: for ``_scheme`` without an external URL.
         """
-        req_ctx = _cv_request.get(None)
+        req_ctx = _cv_request_get(None)
         if req_ctx is not None:
             url_adapter = req_ctx.url_adapter
             blueprint = req_ctx.request.blueprint
@@ -628,7 +628,7 @@ class App(Scaffold):
             if _external is None:
                 _external = _scheme is not None
         else:
-            app_ctx = _cv_app.get(None)
+            app_ctx = _cv_app_get(None)
             if app_ctx is not None:
                 url_adapter = app_ctx.url_adapter
             else:
