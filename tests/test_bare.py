@@ -12,6 +12,7 @@ the app overrides), so each test sends one (:func:`warm`) before the requests it
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import typing as t
 
@@ -370,3 +371,63 @@ def test_other_scopes_reach_asgi_app_once_the_app_serves(bare_taken: list[bool])
         assert ws.receive() == "ping"
     assert client.get("/").data == b"hello"
     assert bare_taken == [True, True]
+
+
+def test_middleware_may_edit_the_short_answers_headers(bare_taken: list[bool]) -> None:
+    """The short answer's header pairs are shared between requests (carboy.asgi.short_start);
+    the start message and its header list are not, so middleware that edits them in place
+    changes one answer only."""
+    app = carboy.Carboy(__name__)
+
+    @app.get("/text/<int:n>")
+    async def text(n: int) -> str:
+        return "x" * n
+
+    @app.get("/json/<int:n>")
+    async def data(n: int) -> dict[str, str]:
+        return {"x": "y" * n}
+
+    async def ask(path: str, edit: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        messages: list[dict[str, t.Any]] = []
+
+        async def receive() -> dict[str, t.Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, t.Any]) -> None:
+            if edit and message["type"] == "http.response.start":  # the middleware's part
+                message["headers"].append((b"x-edited", b"1"))
+                message["headers"][0] = (b"content-type", b"text/plain")
+            messages.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"host", b"test")], "server": ("test", 80),
+        }  # fmt: skip
+        await app(scope, receive, send)
+        start, body = messages
+        return start["headers"], body["body"]
+
+    async def run() -> None:
+        await ask("/warm-up", edit=False)
+        bare_taken.clear()
+        for n in (3, 3, 2000, 3):
+            for kind in ("text", "json"):
+                headers, body = await ask(f"/{kind}/{n}", edit=True)
+                assert headers == [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-edited", b"1"),
+                ]
+        for kind, content_type in (
+            ("text", b"text/html; charset=utf-8"),
+            ("json", b"application/json"),
+        ):
+            headers, body = await ask(f"/{kind}/3", edit=False)
+            assert headers == [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ]
+
+    asyncio.run(run())
+    assert bare_taken == [True] * 10
