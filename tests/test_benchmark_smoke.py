@@ -101,3 +101,34 @@ def test_suite_tiny_end_to_end_run_writes_report(tmp_path: Path) -> None:
     report = (tmp_path / "results.md").read_text()
     assert "### granian (WSGI): requests per second" in report
     assert (tmp_path / "endtoend.png").stat().st_size > 0
+
+
+def test_cachesim_reads_a_callgrind_dumps_totals() -> None:
+    """``benchmarks/cachesim.py`` needs valgrind and wrk to run; its reading of a dump and
+    its estimate are checked here on a dump written the way callgrind writes one."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.cachesim import Cost, read_totals
+    finally:
+        sys.path.remove(str(ROOT))
+    dump = "\n".join(
+        [
+            "version: 1",
+            "creator: callgrind-3.19.0",
+            "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw",
+            "summary: 1000 300 200 40 20 10 1",  # trailing zero counts left out
+            "",
+            "fn=(1) main",
+            "16 1000",
+            "totals: 5 5 5",  # a later totals line does not replace the summary
+        ]
+    )
+    totals = read_totals(dump)
+    assert totals == {
+        "Ir": 1000, "Dr": 300, "Dw": 200, "I1mr": 40, "D1mr": 20, "D1mw": 10,
+        "ILmr": 1, "DLmr": 0, "DLmw": 0,
+    }  # fmt: skip
+    cost = Cost(2, {name: count / 2 for name, count in totals.items()})
+    assert cost.estimate == (1000 + 10 * (40 + 20 + 10) + 100 * 1) / 2
+    with pytest.raises(ValueError, match="not a callgrind dump"):
+        read_totals("events: Ir\n")
