@@ -431,3 +431,34 @@ def test_middleware_may_edit_the_short_answers_headers(bare_taken: list[bool]) -
 
     asyncio.run(run())
     assert bare_taken == [True] * 10
+
+
+def test_path_without_a_leading_slash_is_answered_by_werkzeug(bare_taken: list[bool]) -> None:
+    """An empty or slash-less WSGI ``PATH_INFO`` matches no rule of carboy's router, so it
+    takes the general path, where Werkzeug redirects ``""`` to ``/`` and matches ``abc``
+    as ``/abc``."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    app = carboy.Carboy(__name__)
+
+    @app.get("/")
+    async def index() -> str:
+        return "root"
+
+    @app.get("/<name>")
+    async def named(name: str) -> str:
+        return f"named {name}"
+
+    def ask(path: str) -> tuple[str, bytes, str | None]:
+        environ = EnvironBuilder(path="/").get_environ()
+        environ["PATH_INFO"] = path
+        body, status, headers = run_wsgi_app(app, environ)
+        return status, b"".join(body), headers.get("Location")
+
+    assert ask("/warm")[1] == b"named warm"
+    bare_taken.clear()
+    status, _, location = ask("")
+    assert (status, location) == ("308 PERMANENT REDIRECT", "http://localhost/")
+    assert ask("abc") == ("200 OK", b"named abc", None)
+    assert ask("/abc") == ("200 OK", b"named abc", None)
+    assert bare_taken == [False, False, True]

@@ -66,14 +66,15 @@ def route(app: Carboy, path: str, method: str) -> tuple[Rule, dict[str, t.Any], 
     checked ``app._bare`` (the set-up: nothing overridden, a :class:`~carboy.routing.Map`, no
     host or subdomain matching) and the request's own headers (no ``Cookie``, no ``Upgrade``).
 
-    :param path: the decoded path below the script root, ``/``-prefixed.
+    :param path: the decoded path below the script root. One without a leading ``/`` (an
+        empty WSGI ``PATH_INFO``) matches no rule of the router, so it goes to the general
+        path, which answers it as Werkzeug does.
     :param method: the request method, upper case.
     """
     router = app._router
     if (
         method == "OPTIONS"  # the automatic OPTIONS answer
         or method == "HEAD"  # a body that must not be sent
-        or path[:1] != "/"
         or router is None
         or router._version != app.url_map.version
         or not signals._quiet
