@@ -1,8 +1,8 @@
 """What one request costs a server's worker, counted by valgrind (callgrind with its cache model).
 
 End-to-end req/s on a small VM moves by ±3-5% between runs, which is as large as most single
-changes to a hot path. Callgrind's counts are repeatable (the same app measured twice here
-differed by 0.3%), and its cache model counts what instruction counts miss: code and data
+changes to a hot path. Callgrind's counts are repeatable (the same code measured again here
+differed by 0.3% to 1.5%), and its cache model counts what instruction counts miss: code and data
 that the server's own work between two requests pushed out of the L1 caches. For each
 framework this script:
 
@@ -28,23 +28,17 @@ Usage (needs valgrind, wrk and taskset; about 1.5 minutes per framework)::
 from __future__ import annotations
 
 import argparse
-import http.client
-import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil
-
 from benchmarks import apps, servers, wrk
-from benchmarks.scenarios import SCENARIOS, Request
+from benchmarks.scenarios import SCENARIOS
 
 #: Weights of a first-level and a last-level cache miss, in cycles (rough, for comparison).
 L1_MISS_CYCLES = 10
@@ -87,71 +81,35 @@ def read_totals(dump: str) -> dict[str, int]:
     return dict(zip(names, counts, strict=True))
 
 
-def _worker(server: subprocess.Popen[bytes]) -> int:
-    """The pid of the server's worker: its only child process (valgrind follows the fork)."""
-    children = psutil.Process(server.pid).children(recursive=True)
-    if len(children) != 1:
-        raise RuntimeError(f"expected one worker process, found {len(children)}")
-    return int(children[0].pid)
-
-
-def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, request: Request) -> None:
-    deadline = time.monotonic() + 180  # valgrind makes start-up slow
-    while True:
-        try:
-            servers.ask(port, request, timeout=5.0)
-            return
-        except (OSError, http.client.HTTPException):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the server did not start under valgrind: {proc.args!r}"
-                ) from None
-            time.sleep(0.5)
-
-
-def _control(option: str, pid: int) -> None:
-    """``callgrind_control <option> <pid>``: ``-z`` zeroes the counters, ``-d`` dumps them."""
-    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
-
-
 def measure(framework: apps.Framework, server: servers.ServerKind, seconds: float) -> Cost:
     """Run *framework* under *server* and valgrind, and read its cost per hello request."""
     hello = next(scenario for scenario in SCENARIOS if scenario.name == "hello").request
-    servers.ensure_bytecode()
-    port = servers.free_port()
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(servers.ROOT), os.environ.get("PYTHONPATH", "")]),
-    )
     with tempfile.TemporaryDirectory(prefix="carboy-cachesim-") as tmp:
-        command = [
-            "taskset", "-c", "0", "valgrind", "--tool=callgrind", "--cache-sim=yes",
-            "--trace-children=yes", f"--callgrind-out-file={tmp}/callgrind.out.%p",
-            *server.command(framework.target, port),
-        ]  # fmt: skip
-        with open(Path(tmp) / "server.log", "wb") as log:
-            proc = subprocess.Popen(
-                command, cwd=servers.ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        try:
-            _wait_until_serving(proc, port, hello)
-            pid = _worker(proc)
-            url = f"http://127.0.0.1:{port}"
-            wrk.run(url, hello, 5, 32, 1)  # warm-up: specialised bytecode, filled caches
+        valgrind = (
+            "valgrind", "--tool=callgrind", "--cache-sim=yes", "--trace-children=yes",
+            f"--callgrind-out-file={tmp}/callgrind.out.%p",
+        )  # fmt: skip
+        log = Path(tmp) / "server.log"
+        # Valgrind makes start-up slow (about 20 s here).
+        with servers.Server(server, framework, 0, log, valgrind, startup_timeout=300) as served:
+            assert served.worker is not None
+            pid = served.worker.pid
+            wrk.run(served.url, hello, 5, 32, 1)  # warm-up: specialised bytecode, filled caches
             _control("-z", pid)
-            load = wrk.run(url, hello, seconds, 32, 1)
+            load = wrk.run(served.url, hello, seconds, 32, 1)
             _control("-d", pid)
-            dump = Path(tmp) / f"callgrind.out.{pid}.1"
-            totals = read_totals(dump.read_text(errors="replace"))
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        dump = Path(tmp) / f"callgrind.out.{pid}.1"
+        totals = read_totals(dump.read_text(errors="replace"))
     if load.non_2xx or load.socket_errors:
         raise RuntimeError(
             f"{framework.key}: {load.non_2xx} bad answers, {load.socket_errors} errors"
         )
     return Cost(load.requests, {name: count / load.requests for name, count in totals.items()})
+
+
+def _control(option: str, pid: int) -> None:
+    """``callgrind_control <option> <pid>``: ``-z`` zeroes the counters, ``-d`` dumps them."""
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> None:

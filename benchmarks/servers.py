@@ -135,16 +135,29 @@ def peak_rss(process: psutil.Process) -> int:
 
 class Server:
     """*framework*'s app served by a *kind* server pinned to core *cpu*; a context manager
-    that starts it, waits until it answers, and stops its whole process group on exit."""
+    that starts it, waits until it answers, and stops its whole process group on exit.
 
-    def __init__(self, kind: ServerKind, framework: Framework, cpu: int, log: Path) -> None:
+    *wrapper* is put before the server's command (``cachesim.py`` runs it under valgrind),
+    and *startup_timeout* (seconds) is how long it may take to answer its first request.
+    """
+
+    def __init__(
+        self,
+        kind: ServerKind,
+        framework: Framework,
+        cpu: int,
+        log: Path,
+        wrapper: tuple[str, ...] = (),
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
         if kind.interface != framework.interface:
             raise ValueError(f"{kind.label} does not serve {framework.interface} apps")
         self.kind = kind
         self.framework = framework
         self.port = free_port()
-        self.command = kind.command(framework.target, self.port)
+        self.command = [*wrapper, *kind.command(framework.target, self.port)]
         self.cpu = cpu
+        self.startup_timeout = startup_timeout
         self.log = log
         self._proc: subprocess.Popen[bytes] | None = None
         self.worker: psutil.Process | None = None
@@ -184,7 +197,7 @@ class Server:
 
     def _wait_until_serving(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+        deadline = time.monotonic() + self.startup_timeout
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"{self.describe()} exited at startup:\n{self.log_tail()}")
