@@ -445,7 +445,9 @@ class Carboy(App):
                     and ctx._routing_exception is None
                     and method != "OPTIONS"
                 ):
-                    rv = await plan.aview(**ctx._view_args)  # type: ignore[arg-type]
+                    # PERF: no ``**`` for no arguments (carboy.bare.serve_wsgi says why).
+                    args = ctx._view_args
+                    rv = await (plan.aview(**args) if args else plan.aview())
                 else:
                     req = ctx.request
                     if req.routing_exception is not None:
@@ -602,7 +604,9 @@ class Carboy(App):
                 ):
                     rv = self.dispatch_request()
                 else:
-                    rv = view(**ctx._view_args)  # type: ignore[arg-type]
+                    # PERF: no ``**`` for no arguments (carboy.bare.serve_wsgi says why).
+                    args = ctx._view_args
+                    rv = view(**args) if args else view()
         except Exception as e:
             return self.finalize_request(self.handle_user_exception(e))
         short = self._short_body(ctx, plan, rv, environ["REQUEST_METHOD"], "HTTP_COOKIE" in environ)

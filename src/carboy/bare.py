@@ -177,7 +177,9 @@ def serve_wsgi(
         try:
             app._got_first_request = True
             try:
-                rv = plan.view(**view_args)  # type: ignore[misc]
+                # PERF: a call without ``**`` runs the view in the caller's eval loop; with
+                # ``**{}`` CPython 3.11 calls it through C (-1.8k instructions per hello).
+                rv = plan.view(**view_args) if view_args else plan.view()  # type: ignore[misc]
             except Exception as e:
                 response = app.finalize_request(app.handle_user_exception(e))
             else:
@@ -238,7 +240,8 @@ async def serve_asgi(app: Carboy, scope: Scope, receive: Receive, send: Send) ->
         try:
             app._got_first_request = True
             try:
-                rv = await view(**view_args)
+                # PERF: without ``**`` for no arguments, as in serve_wsgi.
+                rv = await (view(**view_args) if view_args else view())
             except Exception as e:
                 rv = await app._handle_user_exception_async(ctx, e)
                 response = await app._finalize_async(ctx, plan, rv)
