@@ -445,7 +445,7 @@ class Carboy(App):
                     and ctx._routing_exception is None
                     and method != "OPTIONS"
                 ):
-                    # PERF: no ``**`` for no arguments (carboy.bare.serve_wsgi says why).
+                    # PERF: no ``**`` for no arguments (carboy.bare.serve_asgi says why).
                     args = ctx._view_args
                     rv = await (plan.aview(**args) if args else plan.aview())
                 else:
@@ -604,7 +604,7 @@ class Carboy(App):
                 ):
                     rv = self.dispatch_request()
                 else:
-                    # PERF: no ``**`` for no arguments (carboy.bare.serve_wsgi says why).
+                    # PERF: no ``**`` for no arguments (carboy.bare.serve_asgi says why).
                     args = ctx._view_args
                     rv = view(**args) if args else view()
         except Exception as e:
