@@ -22,6 +22,7 @@ from werkzeug.routing import Map as WerkzeugMap
 import carboy
 import carboy.bare
 from carboy import abort, after_this_request, g, request, session, signals, websocket
+from carboy.asgi import ScopeRequestContext
 from carboy.globals import _cv_request
 from carboy.testing import ASGIClient
 
@@ -462,3 +463,45 @@ def test_path_without_a_leading_slash_is_answered_by_werkzeug(bare_taken: list[b
     assert ask("abc") == ("200 OK", b"named abc", None)
     assert ask("/abc") == ("200 OK", b"named abc", None)
     assert bare_taken == [False, False, True]
+
+
+def test_request_context_is_made_once_off_the_bare_path(
+    monkeypatch: pytest.MonkeyPatch, bare_taken: list[bool]
+) -> None:
+    """Under ASGI, ``serve_asgi`` makes the request context only for a request that takes the
+    bare path: one that goes on to ``asgi_app`` (a cookie, a body, a plain ``def`` view) gets
+    only the context ``asgi_app`` makes."""
+    app = carboy.Carboy(__name__)
+    app.config.update(SECRET_KEY="k")
+    app.test_client_class = ASGIClient
+
+    @app.get("/async")
+    async def on_the_loop() -> str:
+        return "async"
+
+    @app.post("/echo")
+    async def echo() -> str:
+        return request.get_data(as_text=True)
+
+    @app.get("/sync")
+    def in_a_thread() -> str:
+        return "sync"
+
+    made: list[str] = []
+    init = ScopeRequestContext.__init__
+
+    def counting(self: ScopeRequestContext, *args: t.Any) -> None:
+        made.append(args[1]["path"])
+        init(self, *args)
+
+    monkeypatch.setattr(ScopeRequestContext, "__init__", counting)
+    client = app.test_client()
+    warm(client, bare_taken)
+    made.clear()
+    assert client.get("/async").text == "async"
+    assert bare_taken == [True]
+    assert client.post("/echo", data="x").text == "x"
+    assert client.get("/sync").text == "sync"
+    client.set_cookie("k", "v")
+    assert client.get("/async").text == "async"
+    assert made == ["/async", "/echo", "/sync", "/async"]

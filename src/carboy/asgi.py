@@ -121,11 +121,13 @@ class ScopeRequestContext(RequestContext):
 
     :param app: the application.
     :param scope: the ASGI ``http`` scope.
+    :param bare: true when the caller (:func:`carboy.bare.serve_asgi`) has found that the
+        request has no body, no cookie and no ``Upgrade`` header.
 
     .. versionadded:: 0.1
     """
 
-    def __init__(self, app: Carboy, scope: Scope) -> None:
+    def __init__(self, app: Carboy, scope: Scope, bare: bool = False) -> None:
         # PERF: RequestContext.__init__ is not called: it would store an environ, and there is
         # none until asked for (~1.7 µs of an 11 µs ASGI hello); the ``environ`` property
         # builds it on first access. (A property, not ``__getattr__``: a class with
@@ -142,15 +144,20 @@ class ScopeRequestContext(RequestContext):
         self._after_request_functions = []
         self._cv_tokens = []
         self._scope = scope
-        headers = dict(scope["headers"])
         #: The request method, upper case.
         self.method: str = scope.get("method", "GET")
-        #: Whether the request announces a body (``Content-Length`` or ``Transfer-Encoding``).
-        self.has_body = b"content-length" in headers or b"transfer-encoding" in headers
-        #: Whether the request carries a ``Cookie`` header.
-        self.has_cookie = b"cookie" in headers
-        #: Whether the request asks for a protocol upgrade (Werkzeug matches WebSocket rules).
-        self.upgrade = b"upgrade" in headers
+        if bare:
+            self.has_body = self.has_cookie = self.upgrade = False
+        else:
+            headers = dict(scope["headers"])
+            #: Whether the request announces a body (``Content-Length`` or
+            #: ``Transfer-Encoding``).
+            self.has_body = b"content-length" in headers or b"transfer-encoding" in headers
+            #: Whether the request carries a ``Cookie`` header.
+            self.has_cookie = b"cookie" in headers
+            #: Whether the request asks for a protocol upgrade (Werkzeug matches WebSocket
+            #: rules).
+            self.upgrade = b"upgrade" in headers
         extensions = scope.get("extensions")
         if extensions and extensions.get("carboy.environ"):
             self.environ = scope_environ(scope)  # test clients pass environ-only values
