@@ -27,6 +27,7 @@ from carboy import (
     g,
     render_template_string,
     request,
+    send_file,
     session,
     stream_request_body,
     stream_with_context,
@@ -528,6 +529,68 @@ def test_sync_async_and_sse_streams_arrive_in_chunks() -> None:
     assert sse_exchange.headers[b"content-type"].startswith(b"text/event-stream")
     assert sse_exchange.body == b"data: 0\n\ndata: 1\n\n"
     assert run(app, scope_for(path="/ctx", query=b"q=hi")).body == b"hi-"
+
+
+@pytest.mark.parametrize("size", [0, 1, 8192, 65536, 65537, 200_000])
+def test_file_bodies_arrive_whole(size: int) -> None:
+    app = make_app()
+    data = bytes(i % 251 for i in range(size))
+    opened: list[io.BytesIO] = []
+
+    @app.route("/file")
+    def file() -> t.Any:
+        opened.append(io.BytesIO(data))
+        return send_file(opened[0], mimetype="application/octet-stream")
+
+    exchange = run(app, scope_for(path="/file"))
+    assert exchange.status == 200
+    assert exchange.headers[b"content-length"] == str(size).encode()
+    assert exchange.body == data
+    assert exchange.sent[-1] == {"type": "http.response.body", "body": b""}
+    assert opened[0].closed
+
+
+def test_a_file_body_is_sent_in_blocks_of_64_kib_not_8_kib() -> None:
+    """Werkzeug reads a file 8 KiB at a time; each step is a trip to the pool, so carboy
+    reads just over 64 KiB per trip and sends it as one message."""
+    app = make_app()
+
+    @app.route("/file/<int:size>")
+    def file(size: int) -> t.Any:
+        return send_file(io.BytesIO(b"x" * size), mimetype="application/octet-stream")
+
+    def body_sizes(size: int) -> list[int]:
+        exchange = run(app, scope_for(path=f"/file/{size}"))
+        return [len(m["body"]) for m in exchange.sent[1:]]
+
+    assert body_sizes(65536) == [65536, 0]
+    assert body_sizes(200_000) == [73728, 73728, 52544, 0]
+
+
+def test_a_trickling_file_body_is_sent_as_it_comes() -> None:
+    """A file whose reads come back short (a pipe) is not held back to fill a block."""
+    app = make_app()
+
+    class Trickle(io.RawIOBase):
+        def __init__(self) -> None:
+            self.left = [b"first ", b"second ", b"third"]
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: t.Any) -> int:
+            if not self.left:
+                return 0
+            chunk = self.left.pop(0)
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    @app.route("/pipe")
+    def pipe() -> t.Any:
+        return send_file(Trickle(), mimetype="text/plain")
+
+    exchange = run(app, scope_for(path="/pipe"))
+    assert [m["body"] for m in exchange.sent[1:]] == [b"first ", b"second ", b"third", b""]
 
 
 def test_disconnect_closes_sync_stream_and_runs_teardown() -> None:

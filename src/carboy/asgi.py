@@ -27,6 +27,7 @@ import typing as t
 import weakref
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wsgi import FileWrapper
 
 from .concurrency import executor, run_sync_in
 from .ctx import RequestContext
@@ -546,10 +547,39 @@ async def send_response(
 
 
 _DONE = object()
+#: A file body's trip to the pool reads more than this many bytes, unless the file ends first.
+FILE_BLOCK = 65536
 
 
 def _step(iterator: t.Iterator[bytes]) -> t.Any:
     return next(iterator, _DONE)
+
+
+class _FileBlocks:
+    """Steps a :class:`~werkzeug.wsgi.FileWrapper` in blocks of just over :data:`FILE_BLOCK`
+    bytes (Werkzeug reads 8 KiB at a time), and notes when a block reached the end of the
+    file, so that no trip to the pool is made only to find that out."""
+
+    def __init__(self) -> None:
+        #: Whether the file has ended.
+        self.ended = False
+
+    def __call__(self, wrapper: FileWrapper) -> t.Any:
+        parts: list[bytes] = []
+        size = 0
+        full = wrapper.buffer_size
+        while size <= FILE_BLOCK:
+            chunk = next(wrapper, None)
+            if chunk is None:
+                self.ended = True
+                break
+            parts.append(chunk)
+            size += len(chunk)
+            if len(chunk) < full:  # a pipe with nothing more for now: send what there is
+                break
+        if not parts:
+            return _DONE
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def _stream(
@@ -561,19 +591,25 @@ async def _stream(
     close: bool = True,
 ) -> None:
     iterator = iter(app_iter)
+    # PERF: a file (send_file, static files) is read just over 64 KiB per trip to the pool,
+    # not in Werkzeug's 8 KiB blocks, one trip each: a 64 KiB file took nine trips, now one.
+    blocks = _FileBlocks() if isinstance(iterator, FileWrapper) else None
+    step: t.Callable[[t.Any], t.Any] = _step if blocks is None else blocks
     loop = asyncio.get_running_loop()
     pool = executor(app)
     inflight: list[asyncio.Future[t.Any]] = []
 
     async def pump() -> None:
         while True:
-            future = loop.run_in_executor(pool, body_context.run, _step, iterator)
+            future = loop.run_in_executor(pool, body_context.run, step, iterator)
             inflight[:] = [future]
             chunk = await asyncio.shield(future)
             if chunk is _DONE:
                 break
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if blocks is not None and blocks.ended:
+                break
         await send({"type": "http.response.body", "body": b""})
 
     try:
