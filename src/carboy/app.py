@@ -62,7 +62,7 @@ from .plan import make_plan
 from .routing import Router
 from .sansio.app import App
 from .sessions import SecureCookieSessionInterface
-from .wrappers import Request, Response, _AsyncBody, _Body
+from .wrappers import Request, Response, _AsyncBody, _Body, _Page, not_found_page
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -78,6 +78,8 @@ T_global = t.TypeVar("T_global", bound=ft.TemplateGlobalCallable)
 T_test = t.TypeVar("T_test", bound=ft.TemplateTestCallable)
 
 _sentinel: t.Any = object()
+#: The instance state of an HTTPException made without a description or a response.
+_DEFAULT_ERROR = {"response": None}
 
 #: Methods whose override sends requests through the plain Flask method chain.
 _DISPATCH_STEPS = (
@@ -484,7 +486,12 @@ class Carboy(App):
     async def _finalize_async(
         self, ctx: RequestContext, plan: _Plan, rv: t.Any, from_error_handler: bool = False
     ) -> Response:
-        """:meth:`finalize_request` with the after hooks awaited."""
+        """:meth:`finalize_request` with the after hooks awaited; a default 404 that nothing
+        would inspect is answered with its rendered page (:meth:`_page`)."""
+        if rv.__class__ is NotFound:
+            page = self._page(ctx, plan, rv)
+            if page is not None:
+                return page  # type: ignore[return-value]
         response = self.make_response(rv)
         for func in ctx._after_request_functions:
             response = await ensure_async(self, func)(response)
@@ -608,7 +615,12 @@ class Carboy(App):
                     args = ctx._view_args
                     rv = view(**args) if args else view()
         except Exception as e:
-            return self.finalize_request(self.handle_user_exception(e))
+            rv = self.handle_user_exception(e)
+            if rv.__class__ is NotFound:
+                page = self._page(ctx, plan, rv)
+                if page is not None:
+                    return page
+            return self.finalize_request(rv)
         short = self._short_body(ctx, plan, rv, environ["REQUEST_METHOD"], "HTTP_COOKIE" in environ)
         if short is not None:
             return short
@@ -632,6 +644,27 @@ class Carboy(App):
             short = short_body(self, ctx, plan, rv)
             if short is not None:
                 return _Body(short)
+        return None
+
+    def _page(self, ctx: RequestContext, plan: _Plan, rv: HTTPException) -> _Page | None:
+        """The rendered page of *rv*, a :class:`NotFound` no handler took, when it is the
+        default one (no description or response of its own) and nothing could inspect the
+        Response that :meth:`finalize_request` would make of it: no after hooks or
+        ``after_this_request`` functions, the session unopened and not due a refresh, no
+        ``request_finished`` receivers, the default response class."""
+        # PERF: no page rendering, Response or Headers per miss: the benchmark's 404 among 200
+        # rules, in process, 38 -> 14 µs (WSGI) and 46 -> 19 µs (ASGI); Python calls 139 -> 52.
+        if (
+            rv.__dict__ == _DEFAULT_ERROR
+            and not plan.after
+            and not ctx._after_request_functions
+            and self._plans.get(plan.endpoint) is plan
+            and not signals.request_finished.receivers
+            and self.response_class is Response
+            and ctx._session is None
+            and not self._session_refresh_due(ctx)
+        ):
+            return not_found_page()
         return None
 
     def full_dispatch_request(self) -> Response:

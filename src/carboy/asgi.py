@@ -31,7 +31,7 @@ from werkzeug.wsgi import FileWrapper
 
 from .concurrency import executor, run_sync_in
 from .ctx import RequestContext
-from .wrappers import _Body
+from .wrappers import _Body, _Page
 
 if t.TYPE_CHECKING:
     from .app import Carboy
@@ -523,6 +523,17 @@ async def send_response(
     if response.__class__ is _Body:
         body, content_type = response
         await send(short_start(body, content_type))
+        await send({"type": "http.response.body", "body": body})
+        return
+    if response.__class__ is _Page:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.code,
+                "headers": _raw_headers(response.headers),
+            }
+        )
+        body = b"" if environ["REQUEST_METHOD"] == "HEAD" else response.body
         await send({"type": "http.response.body", "body": body})
         return
     source = getattr(response.response, "_carboy_async_source", None)

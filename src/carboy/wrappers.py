@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import typing as t
 
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
@@ -205,6 +205,47 @@ class _Body(tuple[bytes, str]):
             "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         )
         return [body]
+
+
+class _Page:
+    """A finished error page, rendered once and written straight to the server: the answer to
+    an :class:`~werkzeug.exceptions.HTTPException` as Werkzeug renders it, when nothing (an
+    error handler, after hooks, the session, signals) needs a Response object.
+
+    :param error: the exception whose page this is; its class's default page, as
+        :meth:`~werkzeug.exceptions.HTTPException.get_response` renders it.
+    """
+
+    __slots__ = ("body", "code", "description", "headers", "status")
+
+    def __init__(self, error: HTTPException) -> None:
+        #: The description the page was rendered from.
+        self.description = error.description
+        response = error.get_response()
+        #: The status code, and the WSGI status line.
+        self.code: int = response.status_code
+        self.status: str = response.status
+        #: The WSGI headers.
+        self.headers: list[tuple[str, str]] = list(response.headers.items())
+        #: The body, which a ``HEAD`` request does not get.
+        self.body: bytes = response.get_data()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        start_response(self.status, list(self.headers))
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [self.body]
+
+
+_not_found: _Page | None = None
+
+
+def not_found_page() -> _Page:
+    """The page of a default :class:`~werkzeug.exceptions.NotFound`, rendered on first use and
+    again whenever ``NotFound.description`` has been changed since."""
+    global _not_found
+    page = _not_found
+    if page is None or page.description is not NotFound.description:
+        page = _not_found = _Page(NotFound())
+    return page
 
 
 _END: t.Any = object()
