@@ -546,25 +546,52 @@ def test_file_bodies_arrive_whole(size: int) -> None:
     assert exchange.status == 200
     assert exchange.headers[b"content-length"] == str(size).encode()
     assert exchange.body == data
-    assert exchange.sent[-1] == {"type": "http.response.body", "body": b""}
+    assert not exchange.sent[-1].get("more_body")
     assert opened[0].closed
 
 
-def test_a_file_body_is_sent_in_blocks_of_64_kib_not_8_kib() -> None:
+@pytest.mark.parametrize("source", ["memory", "disk"])
+def test_a_file_body_is_sent_in_blocks_of_64_kib_not_8_kib(source: str, tmp_path: t.Any) -> None:
     """Werkzeug reads a file 8 KiB at a time; each step is a trip to the pool, so carboy
-    reads just over 64 KiB per trip and sends it as one message."""
+    reads just over 64 KiB per trip and sends it as one message; a file that ends within
+    the first block is one final message."""
     app = make_app()
 
     @app.route("/file/<int:size>")
     def file(size: int) -> t.Any:
-        return send_file(io.BytesIO(b"x" * size), mimetype="application/octet-stream")
+        if source == "memory":
+            return send_file(io.BytesIO(b"x" * size), mimetype="application/octet-stream")
+        path = tmp_path / f"{size}.bin"
+        path.write_bytes(b"x" * size)
+        return send_file(path, mimetype="application/octet-stream")
 
-    def body_sizes(size: int) -> list[int]:
+    def body_sizes(size: int) -> list[tuple[int, bool]]:
         exchange = run(app, scope_for(path=f"/file/{size}"))
-        return [len(m["body"]) for m in exchange.sent[1:]]
+        return [(len(m["body"]), bool(m.get("more_body"))) for m in exchange.sent[1:]]
 
-    assert body_sizes(65536) == [65536, 0]
-    assert body_sizes(200_000) == [73728, 73728, 52544, 0]
+    assert body_sizes(1) == [(1, False)]
+    assert body_sizes(65536) == [(65536, False)]
+    assert body_sizes(70_000) == [(70_000, False)]
+    assert body_sizes(200_000) == [(73728, True), (73728, True), (52544, True), (0, False)]
+
+
+def test_a_file_that_fails_to_read_is_closed() -> None:
+    app = make_app()
+
+    class Broken(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise OSError("disk gone")
+
+    opened: list[Broken] = []
+
+    @app.route("/broken")
+    def broken() -> t.Any:
+        opened.append(Broken(b"never read"))
+        return send_file(opened[0], mimetype="application/octet-stream")
+
+    with pytest.raises(OSError, match="disk gone"):
+        run(app, scope_for(path="/broken"))
+    assert opened[0].closed
 
 
 def test_a_trickling_file_body_is_sent_as_it_comes() -> None:
