@@ -129,6 +129,58 @@ def test_secret_key_fallbacks(app: carboy.Carboy) -> None:
     assert new_client.get("/get").json["value"] == "rotated"
 
 
+def test_one_signing_serializer_until_what_it_is_made_from_changes() -> None:
+    app = _session_app(carboy)
+    interface = carboy.sessions.SecureCookieSessionInterface()
+    app.session_interface = interface
+    client = app.test_client()
+    client.get("/set/one")
+    for _ in range(3):
+        assert client.get("/get").json["value"] == "one"
+    first = interface._serializer(app)
+    assert interface._serializer(app) is first
+    # A new key signs from now on; the old cookie no longer opens.
+    app.config["SECRET_KEY"] = "next secret"
+    assert interface._serializer(app) is not first
+    assert client.get("/get").json["value"] is None
+    # The old key, added in place to the fallbacks, opens the old cookie again.
+    app.config["SECRET_KEY_FALLBACKS"] = fallbacks = []
+    client.get("/get")
+    fallbacks.append("shared secret")
+    old = app.test_client()
+    old.set_cookie("session", _signed_with_shared_secret())
+    assert old.get("/get").json["value"] == "one"
+    # So does a changed salt, on the instance.
+    interface.salt = "another salt"
+    assert old.get("/get").json["value"] is None
+
+
+def _signed_with_shared_secret() -> str:
+    app = _session_app(carboy)
+    client = app.test_client()
+    client.get("/set/one")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_an_own_get_signing_serializer_is_called_every_time() -> None:
+    calls: list[str] = []
+
+    class Own(carboy.sessions.SecureCookieSessionInterface):
+        def get_signing_serializer(self, app: t.Any) -> t.Any:
+            calls.append("made")
+            return super().get_signing_serializer(app)
+
+    app = _session_app(carboy)
+    app.session_interface = Own()
+    client = app.test_client()
+    client.get("/set/one")
+    assert client.get("/get").json["value"] == "one"
+    # Opened and saved on the write, opened on the read (nothing to save).
+    assert calls == ["made", "made", "made"]
+
+
 @pytest.mark.parametrize(("writer", "reader"), [(flask, carboy), (carboy, flask)])
 def test_session_cookie_interoperates_with_flask(writer: t.Any, reader: t.Any) -> None:
     writer_client = _session_app(writer).test_client()
