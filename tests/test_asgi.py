@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import io
 import json
+import tempfile
 import threading
 import typing as t
 
@@ -573,6 +574,23 @@ def test_a_file_body_is_sent_in_blocks_of_64_kib_not_8_kib(source: str, tmp_path
     assert body_sizes(65536) == [(65536, False)]
     assert body_sizes(70_000) == [(70_000, False)]
     assert body_sizes(200_000) == [(73728, True), (73728, True), (52544, True), (0, False)]
+
+
+def test_a_spooled_file_body_stays_in_memory() -> None:
+    app = make_app()
+    spooled: list[t.Any] = []
+
+    @app.route("/spooled")
+    def serve() -> t.Any:
+        file = tempfile.SpooledTemporaryFile(max_size=1 << 20)  # noqa: SIM115 (send_file closes it)
+        file.write(b"s" * 100_000)
+        file.seek(0)
+        spooled.append(file)
+        return send_file(file, mimetype="application/octet-stream")
+
+    assert run(app, scope_for(path="/spooled")).body == b"s" * 100_000
+    assert not spooled[0]._rolled  # never asked for a descriptor, so never written to disk
+    assert spooled[0].closed
 
 
 def test_a_file_that_fails_to_read_is_closed() -> None:

@@ -613,7 +613,8 @@ class _FileBlocks:
 def _may_wait(file: t.Any) -> bool:
     """Whether reading *file* may wait for more data to arrive: false for an in-memory buffer
     and a regular file, true for a pipe, a socket or anything unknown."""
-    if isinstance(file, io.BytesIO):
+    # A spooled file is either; asking it for its descriptor would write it to disk.
+    if isinstance(file, io.BytesIO | tempfile.SpooledTemporaryFile):
         return False
     try:
         return not stat.S_ISREG(os.fstat(file.fileno()).st_mode)
