@@ -612,6 +612,42 @@ def test_a_file_that_fails_to_read_is_closed() -> None:
     assert opened[0].closed
 
 
+def test_a_body_is_closed_when_the_start_cannot_be_sent() -> None:
+    """A client gone before the response starts is a disconnect, as during the body: the
+    body is closed, nothing is raised."""
+    app = make_app()
+    opened: list[io.BytesIO] = []
+    events: list[str] = []
+
+    @app.route("/long")
+    def long() -> t.Any:
+        opened.append(io.BytesIO(b"l" * 200_000))
+        return send_file(opened[0], mimetype="application/octet-stream")
+
+    class Body:
+        def __iter__(self) -> Body:
+            return self
+
+        def __next__(self) -> bytes:
+            return b"never sent"
+
+        def close(self) -> None:
+            events.append("closed")
+
+    @app.route("/stream")
+    def stream() -> t.Any:
+        return carboy.Response(Body())
+
+    class Gone(Exchange):
+        async def send(self, message: Message) -> None:
+            raise OSError("client gone")
+
+    run(app, scope_for(path="/long"), Gone())
+    assert opened[0].closed
+    run(app, scope_for(path="/stream"), Gone())
+    assert events == ["closed"]
+
+
 def test_a_trickling_file_body_is_sent_as_it_comes() -> None:
     """A file whose reads come back short (a pipe) is not held back to fill a block."""
     app = make_app()

@@ -558,8 +558,7 @@ async def send_response(
     if isinstance(app_iter, FileWrapper):
         await _send_file(app, app_iter, start, body_context, receive, send)
         return
-    await send(start)
-    await _stream(app, app_iter, body_context, receive, send)
+    await _stream(app, app_iter, body_context, receive, send, start)
 
 
 _DONE = object()
@@ -653,8 +652,7 @@ async def _send_file(
         await send(start)
         await send({"type": "http.response.body", "body": b"" if first is _DONE else first})
         return
-    await send(start)
-    await _stream(app, wrapper, body_context, receive, send, blocks=blocks, first=first)
+    await _stream(app, wrapper, body_context, receive, send, start, blocks, first)
 
 
 async def _stream(
@@ -663,12 +661,14 @@ async def _stream(
     body_context: contextvars.Context,
     receive: Receive,
     send: Send,
-    close: bool = True,
+    start: Message | None = None,
     blocks: _FileBlocks | None = None,
     first: bytes | None = None,
+    close: bool = True,
 ) -> None:
-    """Send *app_iter*'s chunks, each stepped in the pool, then the final empty message;
-    close it (unless *close* is false) when done or when the client disconnects.
+    """Send *start* (unless the caller has), then *app_iter*'s chunks, each stepped in the
+    pool, then the final empty message; close *app_iter* (unless *close* is false) when done,
+    when the client disconnects, or when a send fails.
 
     :param blocks: for a file body, the stepper :func:`_send_file` began with; *first* is
         the block it read.
@@ -680,6 +680,8 @@ async def _stream(
     inflight: list[asyncio.Future[t.Any]] = []
 
     async def pump() -> None:
+        if start is not None:
+            await send(start)
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         while True:
