@@ -62,7 +62,7 @@ from .plan import make_plan
 from .routing import Router
 from .sansio.app import App
 from .sessions import SecureCookieSessionInterface
-from .wrappers import Request, Response, _AsyncBody, _Body, _Page, not_found_page
+from .wrappers import Request, Response, _AsyncBody, _Body, _not_found_page, _Page
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -664,7 +664,7 @@ class Carboy(App):
             and ctx._session is None
             and not self._session_refresh_due(ctx)
         ):
-            return not_found_page()
+            return _not_found_page()
         return None
 
     def full_dispatch_request(self) -> Response:

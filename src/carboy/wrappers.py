@@ -238,7 +238,7 @@ class _Page:
 _not_found: _Page | None = None
 
 
-def not_found_page() -> _Page:
+def _not_found_page() -> _Page:
     """The page of a default :class:`~werkzeug.exceptions.NotFound`, rendered on first use and
     again whenever ``NotFound.description`` has been changed since."""
     global _not_found
