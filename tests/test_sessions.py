@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import hashlib
 import typing as t
 from datetime import timedelta
 
 import flask
+import itsdangerous
 import pytest
 
 import carboy
@@ -179,6 +181,60 @@ def test_an_own_get_signing_serializer_is_called_every_time() -> None:
     assert client.get("/get").json["value"] == "one"
     # Opened and saved on the write, opened on the read (nothing to save).
     assert calls == ["made", "made", "made"]
+
+
+def test_each_signing_key_is_derived_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    derived: list[t.Any] = []
+    original = itsdangerous.Signer.derive_key
+
+    def counting(self: t.Any, secret_key: t.Any = None) -> bytes:
+        derived.append(secret_key)
+        return original(self, secret_key)
+
+    monkeypatch.setattr(itsdangerous.Signer, "derive_key", counting)
+    app = _session_app(carboy)
+    client = app.test_client()
+    client.get("/set/one")
+    assert client.get("/get").json["value"] == "one"
+    after_first = len(derived)
+    assert after_first > 0
+    for value in ("two", "three", "four"):
+        client.get(f"/set/{value}")
+        assert client.get("/get").json["value"] == value
+    # itsdangerous derives the key on every sign and verify: two more per round trip.
+    assert len(derived) == after_first
+
+
+def test_signing_serializer_signs_as_itsdangerous_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("time.time", lambda: 1_800_000_000.0)
+    app = _session_app(carboy)
+    app.config["SECRET_KEY_FALLBACKS"] = ["old secret"]
+    interface = carboy.sessions.SecureCookieSessionInterface()
+    mine = interface.get_signing_serializer(app)
+    assert isinstance(mine, itsdangerous.URLSafeTimedSerializer)
+    theirs = itsdangerous.URLSafeTimedSerializer(
+        ["old secret", "shared secret"],
+        salt="cookie-session",
+        serializer=carboy.sessions.session_json_serializer,
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+    )
+    data = {"value": "x", "items": [1, (2, 3)]}
+    for _ in range(2):  # the second time with the kept signer and key
+        assert mine.dumps(data) == theirs.dumps(data)
+    old = itsdangerous.URLSafeTimedSerializer(
+        "old secret",
+        salt="cookie-session",
+        serializer=carboy.sessions.session_json_serializer,
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+    )
+    for _ in range(2):
+        assert mine.loads(old.dumps(data)) == data
+    with pytest.raises(itsdangerous.BadSignature):
+        mine.loads(theirs.dumps(data)[:-1] + "A")
+    # Another salt, given per call, is honoured and not kept.
+    assert mine.dumps(data, salt="other") == theirs.dumps(data, salt="other")
+    assert mine.make_signer("other") is not mine.make_signer("other")
+    assert mine.make_signer() is mine.make_signer("cookie-session")
 
 
 @pytest.mark.parametrize(("writer", "reader"), [(flask, carboy), (carboy, flask)])
