@@ -16,11 +16,13 @@ import asyncio
 import gc
 import typing as t
 
+import flask
 import pytest
 from werkzeug.routing import Map as WerkzeugMap
 
 import carboy
 import carboy.bare
+import carboy.sessions
 from carboy import abort, after_this_request, g, request, session, signals, websocket
 from carboy.asgi import ScopeRequestContext
 from carboy.globals import _cv_request
@@ -505,3 +507,83 @@ def test_request_context_is_made_once_off_the_bare_path(
     client.set_cookie("k", "v")
     assert client.get("/async").text == "async"
     assert made == ["/async", "/echo", "/sync", "/async"]
+
+
+def _template_session_app(module: t.Any) -> t.Any:
+    """Views that render a template (which gets the session from the default context
+    processor) and do one thing more or less with the session each: ``async def`` on carboy
+    (to take the bare path under ASGI too), plain on Flask (which needs an extra for async)."""
+    app = (module.Flask if module is flask else module.Carboy)(__name__)
+    app.config.update(SECRET_KEY="k")
+    render, module_session = module.render_template_string, module.session
+
+    def page() -> str:
+        return render("<p>{{ n }}</p>", n=1)
+
+    def reads() -> str:
+        return render("<p>{{ session.get('user') }}</p>")
+
+    def clears() -> str:
+        module_session.clear()
+        return render("<p>cleared</p>")
+
+    def writes() -> str:
+        module_session["user"] = "ann"
+        return render("<p>{{ session['user'] }}</p>")
+
+    for view in (page, reads, clears, writes):
+        if module is carboy:
+            view = _as_async(view)
+        app.add_url_rule(f"/{view.__name__}", view_func=view)
+    return app
+
+
+def _as_async(view: t.Callable[[], str]) -> t.Callable[[], t.Awaitable[str]]:
+    async def run() -> str:
+        return view()
+
+    run.__name__ = view.__name__
+    return run
+
+
+def _answer(response: t.Any) -> tuple[int, bytes, dict[str, str]]:
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    if "set-cookie" in headers:  # the signature's timestamp may differ by a second
+        headers["set-cookie"] = headers["set-cookie"].split("=", 1)[0]
+    return response.status_code, response.data, headers
+
+
+@pytest.mark.parametrize("path", ["/page", "/reads", "/clears", "/writes"])
+def test_a_template_opening_the_session_answers_as_flask(
+    app: carboy.Carboy, bare_taken: list[bool], path: str
+) -> None:
+    mine = _template_session_app(carboy)
+    mine.test_client_class = app.test_client_class
+    client = mine.test_client()
+    warm(client, bare_taken)
+    theirs = _template_session_app(flask).test_client()
+    assert _answer(client.get(path)) == _answer(theirs.get(path))
+    assert bare_taken == [True]
+
+
+def test_a_session_only_opened_is_not_saved(
+    app: carboy.Carboy, bare_taken: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[str] = []
+    save = carboy.sessions.SecureCookieSessionInterface.save_session
+
+    def spy(self: t.Any, app: t.Any, session: t.Any, response: t.Any) -> None:
+        saved.append(request.path)
+        save(self, app, session, response)
+
+    monkeypatch.setattr(carboy.sessions.SecureCookieSessionInterface, "save_session", spy)
+    mine = _template_session_app(carboy)
+    mine.test_client_class = app.test_client_class
+    client = mine.test_client()
+    warm(client, bare_taken)
+    for path in ("/page", "/reads", "/clears", "/writes"):
+        assert client.get(path).status_code == 200
+        client.delete_cookie("session")
+    # Saving a new session nobody read or changed adds nothing to the response; the others
+    # are saved (a read adds Vary, a clear or a write a cookie).
+    assert saved == ["/reads", "/clears", "/writes"]
