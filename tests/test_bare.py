@@ -587,3 +587,24 @@ def test_a_session_only_opened_is_not_saved(
     # Saving a new session nobody read or changed adds nothing to the response; the others
     # are saved (a read adds Vary, a clear or a write a cookie).
     assert saved == ["/reads", "/clears", "/writes"]
+
+
+def test_a_save_session_set_on_the_interface_is_called(
+    app: carboy.Carboy, bare_taken: list[bool]
+) -> None:
+    mine = _template_session_app(carboy)
+    mine.test_client_class = app.test_client_class
+    saved: list[bool] = []
+    interface = mine.session_interface
+    save = interface.save_session
+
+    def spy(app: t.Any, session: t.Any, response: t.Any) -> None:
+        saved.append(bool(session))
+        save(app, session, response)
+
+    interface.save_session = spy  # type: ignore[method-assign]
+    client = mine.test_client()
+    warm(client, bare_taken)
+    assert client.get("/page").status_code == 200
+    assert saved == [False]
+    assert bare_taken == [True]
