@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import typing as t
 from urllib.parse import urlsplit
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 import carboy
 from carboy import request
+from carboy.testing import ASGIClient
 
 
 @pytest.fixture
@@ -140,3 +144,57 @@ def test_untrusted_host_is_400(echo_app: carboy.Carboy) -> None:
     client = echo_app.test_client()
     assert client.get("/only-get", base_url="http://good.test").status_code == 200
     assert client.get("/only-get", base_url="http://evil.test").status_code == 400
+
+
+def _get_raw_query(app: carboy.Carboy, path: str, query: bytes) -> tuple[int, bytes]:
+    """GET *path* with *query* passed on as raw bytes, as a lax server would (the test client
+    re-encodes a query string), over ASGI when the app's test client is the ASGI one, else
+    over WSGI. Returns the status code and the body."""
+    if app.test_client_class is ASGIClient:
+        sent: list[dict[str, t.Any]] = []
+
+        async def receive() -> dict[str, t.Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, t.Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": [(b"host", b"localhost")],
+            "server": ("localhost", 80),
+        }
+        asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    environ = EnvironBuilder(path).get_environ()
+    environ["QUERY_STRING"] = query.decode("latin-1")  # PEP 3333: bytes as latin-1
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+    return int(status[0].split()[0]), body
+
+
+def test_query_string_bytes_that_are_not_utf8_stay_percent_encoded(
+    echo_app: carboy.Carboy,
+) -> None:
+    """Werkzeug decodes the query string strictly, so raw bytes that are not UTF-8 made
+    ``request.args`` and ``request.full_path`` raise (a 500). They now parse as Werkzeug
+    parses their percent-encoded form."""
+
+    @echo_app.route("/query")
+    def query() -> t.Any:
+        return {"args": request.args.to_dict(flat=False), "full_path": request.full_path}
+
+    status, body = _get_raw_query(echo_app, "/query", b"a=\xff&b=%ff&c=caf\xc3\xa9&d=\xc3")
+    assert status == 200
+    assert json.loads(body) == {
+        "args": {"a": ["%FF"], "b": ["%FF"], "c": ["caf\u00e9"], "d": ["%C3"]},
+        "full_path": "/query?a=%FF&b=%ff&c=caf\u00e9&d=%C3",
+    }

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import typing as t
+from urllib.parse import parse_qsl
 
+from werkzeug import urls as _urls  # noqa: F401 (registers the error handler _QUOTE names)
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
@@ -80,6 +84,28 @@ class Request(_WerkzeugRequest):
     @max_form_parts.setter
     def max_form_parts(self, value: int | None) -> None:
         self._max_form_parts = value
+
+    # Werkzeug decodes the query string strictly before parsing it, so raw bytes that are
+    # not UTF-8 (a lax server passes ``?a=\xff`` on) raise UnicodeDecodeError, a 500. Here
+    # they stay percent-encoded, the same value Werkzeug gives for ``?a=%ff``.
+    @cached_property
+    def args(self) -> MultiDict[str, str]:
+        """The parsed query string (a :attr:`parameter_storage_class`, by default an
+        :class:`~werkzeug.datastructures.ImmutableMultiDict`).
+
+        Flask-compatible: ``flask.Request.args``. Bytes that are not UTF-8, raw or
+        percent-encoded, stay percent-encoded (``?a=\\xff`` and ``?a=%ff`` both give
+        ``"%FF"``); Flask answers the raw form with a 500.
+        """
+        return self.parameter_storage_class(
+            parse_qsl(_query_text(self.query_string), keep_blank_values=True, errors=_QUOTE)
+        )
+
+    @cached_property
+    def full_path(self) -> str:
+        """The path and the query string (``"/a?b=c"``), the query's bytes that are not UTF-8
+        percent-encoded. Flask-compatible: ``flask.Request.full_path``."""
+        return f"{self.path}?{_query_text(self.query_string)}"
 
     @property
     def endpoint(self) -> str | None:
@@ -157,6 +183,16 @@ class Request(_WerkzeugRequest):
             if ctx is not None and ctx.app.debug:
                 raise
             raise BadRequest() from error
+
+
+#: Werkzeug's codec error handler that percent-encodes the bytes it is given (registered when
+#: :mod:`werkzeug.urls` is imported), the one its query parsing uses.
+_QUOTE = "werkzeug.url_quote"
+
+
+def _query_text(query: bytes) -> str:
+    """*query* decoded from UTF-8, any byte that is not part of valid UTF-8 percent-encoded."""
+    return query.decode("utf-8", _QUOTE)
 
 
 def split_blueprint_path(name: str) -> list[str]:
