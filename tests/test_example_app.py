@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,11 +59,55 @@ def test_factory_creates_instance_folder_and_schema(app, tmp_path):
     assert {"account", "note"} <= tables
 
 
-def test_default_database_lives_in_instance_folder(tmp_path):
-    app = create_app({"INSTANCE_PATH": str(tmp_path / "inst")})
-    assert app.config["DATABASE"] == str(tmp_path / "inst" / "notes.sqlite")
+def test_default_database_is_in_memory_shared_by_threads_and_per_app(tmp_path):
+    """README's first command serves the app on its defaults: SQLite in memory, one database
+    per app, seen by every thread of the process (the dev server's threads), no file."""
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "inst"), "TESTING": True})
+    assert app.config["DATABASE"] == ":memory:"
     assert app.config["SECRET_KEY"] == "dev"
-    assert (tmp_path / "inst" / "notes.sqlite").is_file()
+    signed_up(app.test_client())
+
+    seen: list[str] = []
+
+    def other_thread() -> None:
+        with app.app_context():
+            seen.extend(r[0] for r in get_db().execute("SELECT username FROM account"))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen == ["ada"]
+    assert list((tmp_path / "inst").iterdir()) == []  # no database file
+
+    other = create_app({"INSTANCE_PATH": str(tmp_path / "other"), "TESTING": True})
+    with other.app_context():
+        assert get_db().execute("SELECT COUNT(*) FROM account").fetchone()[0] == 0
+
+
+def test_in_memory_writers_wait_for_each_other(tmp_path):
+    """Two connections to the in-memory database lock as files do: a second writer waits
+    for the first to commit (its timeout), rather than failing at once."""
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "inst"), "TESTING": True})
+    with app.app_context():
+        first = get_db()
+        first.execute("BEGIN IMMEDIATE")
+        first.execute("INSERT INTO account (username, password_hash) VALUES ('a', 'x')")
+        done: list[int] = []
+
+        def second_writer() -> None:
+            with app.app_context():
+                conn = get_db()
+                conn.execute("INSERT INTO account (username, password_hash) VALUES ('b', 'x')")
+                conn.commit()
+                done.append(conn.execute("SELECT COUNT(*) FROM account").fetchone()[0])
+
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join(0.2)
+        assert thread.is_alive() and done == []  # waiting on the first writer's lock
+        first.commit()
+        thread.join()
+    assert done == [2]
 
 
 def test_prefixed_env_overrides_defaults(monkeypatch, tmp_path):

@@ -10,7 +10,10 @@ or under gunicorn::
     gunicorn 'examples.notes:create_app()'
 
 Settings come, in increasing priority, from the built-in defaults, ``<instance>/config.py`` and
-``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...).
+``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...). By default
+the notes live in memory (SQLite's ``:memory:``) until the process ends; set ``DATABASE`` to a
+file path to keep them, and do so for a server with more than one worker process, as each
+process has its own memory.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
 
     app.config.from_mapping(
         SECRET_KEY="dev",
-        DATABASE=os.path.join(app.instance_path, "notes.sqlite"),
+        DATABASE=db.MEMORY,  # a file path keeps the notes across restarts
         NOTE_TITLE_MAX=200,
     )
     if test_config is None:

@@ -1,10 +1,16 @@
-"""SQLite storage: one connection per application context, kept on ``g``."""
+"""SQLite storage: one connection per application context, kept on ``g``.
+
+``DATABASE`` is a file path, or :data:`MEMORY` (the default): one database in memory per app,
+shared by the threads of the process that serves it and gone when that process ends.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import typing as t
+import uuid
 
 import click
 
@@ -36,15 +42,40 @@ CREATE INDEX note_by_owner ON note (owner_id, id);
 """
 
 
+#: The ``DATABASE`` value that keeps the data in memory.
+MEMORY = ":memory:"
+
+_memory_lock = threading.Lock()
+
+
+def _memory_uri(app: Carboy) -> str:
+    """The URI of *app*'s in-memory database, made on first use.
+
+    SQLite's ``memdb`` VFS shares a database whose name starts with ``/`` between the
+    connections of one process, with the usual locking (a writer makes the others wait up to
+    their timeout, unlike a shared-cache ``:memory:`` database), for as long as one connection
+    to it is open: the app keeps one, unused, for its own lifetime.
+    """
+    with _memory_lock:
+        held = app.extensions.get("notes.memory")
+        if held is None:
+            uri = f"file:/notes-{uuid.uuid4().hex}?vfs=memdb"
+            held = app.extensions["notes.memory"] = (uri, sqlite3.connect(uri, uri=True))
+        return t.cast(str, held[0])
+
+
 def get_db() -> sqlite3.Connection:
     """Return this context's connection, opening it on first use."""
     conn: sqlite3.Connection | None = g.get("notes_db")
     if conn is None:
         path = current_app.config["DATABASE"]
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        conn = sqlite3.connect(path)
+        if path == MEMORY:
+            conn = sqlite3.connect(_memory_uri(current_app), uri=True)
+        else:
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            conn = sqlite3.connect(path)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys = ON")
         g.notes_db = conn
@@ -80,7 +111,12 @@ def ensure_schema() -> bool:
 def init_db_command() -> None:
     """Drop all notes and accounts and create empty tables."""
     create_schema()
-    click.echo(f"Empty notes database ready at {current_app.config['DATABASE']}")
+    path = current_app.config["DATABASE"]
+    if path == MEMORY:
+        click.echo("Empty notes database ready in memory, for this command only: set DATABASE")
+        click.echo("to a file path to keep the notes (a served app makes its schema on start).")
+    else:
+        click.echo(f"Empty notes database ready at {path}")
 
 
 def init_app(app: Carboy) -> None:
