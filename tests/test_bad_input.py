@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import typing as t
 from urllib.parse import urlsplit
@@ -13,6 +12,8 @@ from werkzeug.test import EnvironBuilder
 import carboy
 from carboy import request
 from carboy.testing import ASGIClient
+from test_asgi import run as run_asgi
+from test_asgi import scope_for
 
 
 @pytest.fixture
@@ -151,29 +152,8 @@ def _get_raw_query(app: carboy.Carboy, path: str, query: bytes) -> tuple[int, by
     re-encodes a query string), over ASGI when the app's test client is the ASGI one, else
     over WSGI. Returns the status code and the body."""
     if app.test_client_class is ASGIClient:
-        sent: list[dict[str, t.Any]] = []
-
-        async def receive() -> dict[str, t.Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, t.Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query,
-            "root_path": "",
-            "headers": [(b"host", b"localhost")],
-            "server": ("localhost", 80),
-        }
-        asyncio.run(app(scope, receive, send))
-        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+        exchange = run_asgi(app, scope_for(path=path, query=query))
+        return exchange.status, exchange.body
     environ = EnvironBuilder(path).get_environ()
     environ["QUERY_STRING"] = query.decode("latin-1")  # PEP 3333: bytes as latin-1
     status: list[str] = []
