@@ -5,12 +5,24 @@ import sys
 import typing as t
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import carboy
 from carboy.globals import _cv_app, _cv_request
 from carboy.testing import ASGIClient
 
 collect_ignore = ["flask_alias"]
+
+# Property-based tests run a bounded number of examples in the suite; the long fuzz run
+# (docs/fuzzing.md) raises it with CARBOY_FUZZ_EXAMPLES.
+settings.register_profile(
+    "carboy",
+    max_examples=int(os.environ.get("CARBOY_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile("carboy")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
