@@ -428,7 +428,7 @@ class Carboy(App):
                 await read_body(self, ctx.environ, receive)
             if not self._cookie_sessions:
                 # A server-side session store does I/O on open: do it in the pool.
-                await run_sync(self, getattr, ctx, "session")
+                await run_sync(self, ctx._open_session)
             if signals.request_started.receivers:
                 await run_sync(self, self._send_request_started)
             rv = None
@@ -789,7 +789,7 @@ class Carboy(App):
     def _save_session(self, ctx: RequestContext, response: Response) -> None:
         session = ctx._session
         if session is None and self._session_refresh_due(ctx):
-            session = ctx.session
+            session = ctx._open_session()
         if session is not None and not self.session_interface.is_null_session(session):
             self.session_interface.save_session(self, session, response)
 

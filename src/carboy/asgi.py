@@ -168,7 +168,7 @@ class ScopeRequestContext(RequestContext):
     def copy(self) -> RequestContext:
         """A plain :class:`~carboy.ctx.RequestContext` for the same environ, request and
         session (for another thread)."""
-        return RequestContext(self.app, self.environ, self.request, self.session)
+        return RequestContext(self.app, self.environ, self.request, self._open_session())
 
     @property
     def environ(self) -> dict[str, t.Any]:

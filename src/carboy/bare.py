@@ -46,7 +46,6 @@ from .globals import (
     _cv_request_reset,
     _cv_request_set,
 )
-from .sessions import SecureCookieSessionInterface
 from .wrappers import Response
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -57,7 +56,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .asgi import Receive, Scope, Send
     from .json.provider import DefaultJSONProvider
     from .plan import Plan
-    from .sessions import SessionMixin
 
 __all__ = ["pop", "push", "route", "serve_asgi", "serve_wsgi", "short_body"]
 
@@ -99,8 +97,8 @@ def route(app: Carboy, path: str, method: str) -> tuple[Rule, dict[str, t.Any], 
 
 def short_body(app: Carboy, ctx: RequestContext, plan: Plan, rv: t.Any) -> tuple[bytes, str] | None:
     """``(body, content_type)`` for the view's *rv* when, after the view ran, nothing could
-    inspect a Response: the session was not opened or saving it would do nothing
-    (:func:`_unsaved`), no ``after_this_request`` function or ``request_finished`` receiver
+    inspect a Response: the session was not opened, no ``after_this_request`` function or
+    ``request_finished`` receiver
     was added, no hook was registered, and *rv* is a ``str`` (HTML) or, with the default JSON
     provider, a ``dict`` or ``list``; else ``None``.
 
@@ -109,9 +107,8 @@ def short_body(app: Carboy, ctx: RequestContext, plan: Plan, rv: t.Any) -> tuple
     """
     # PERF: a plain tuple, written by the caller: a Response with its Headers costs ~4 µs,
     # and even a callable tuple subclass costs ~3.5k instructions more per hello.
-    session = ctx._session
     if (
-        (session is None or _unsaved(app, session))
+        ctx._session is None
         and not ctx._after_request_functions
         # A hook added to the registries during this request (Flask-Caching does) dropped
         # the plans; Flask would run it on this very response.
@@ -125,24 +122,6 @@ def short_body(app: Carboy, ctx: RequestContext, plan: Plan, rv: t.Any) -> tuple
             provider: DefaultJSONProvider = app.json  # type: ignore[assignment]
             return provider._response_text(rv).encode(), provider.mimetype
     return None
-
-
-def _unsaved(app: Carboy, session: SessionMixin) -> bool:
-    """Whether saving the opened *session* would leave the response as it is: the default
-    cookie interface (its ``save_session`` not replaced on the instance either), and a
-    session that is empty, unread and unchanged (``save_session`` then adds no cookie and no
-    ``Vary``). A template opens the session (Flask's default context processor passes it in)
-    without touching it."""
-    # PERF: such a request keeps the short body: the benchmark's 20-item template page, in
-    # process, 160 -> 138 µs (WSGI) and 171 -> 143 µs (ASGI).
-    interface = app.session_interface
-    return (
-        type(interface) is SecureCookieSessionInterface
-        and "save_session" not in interface.__dict__
-        and not session
-        and not session.accessed
-        and not session.modified
-    )
 
 
 def push(app: Carboy, ctx: RequestContext) -> AppContext:

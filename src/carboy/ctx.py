@@ -299,7 +299,27 @@ class RequestContext:
 
     @property
     def session(self) -> SessionMixin:
-        """The session, opened through ``app.session_interface`` on first use."""
+        """The session, opened through ``app.session_interface`` on first use.
+
+        Every access, including through the :data:`~carboy.session` proxy, sets the session's
+        :attr:`~carboy.sessions.SessionMixin.accessed`, so the response gets ``Vary: Cookie``
+        however the view inspects it (``in``, ``len()``, iteration, ``==``, ...).
+        Flask-compatible: ``flask.ctx.RequestContext.session`` (Flask 3.1.3).
+        """
+        session = self._session
+        if session is None:
+            session = self._open_session()
+        session.accessed = True
+        return session
+
+    @session.setter
+    def session(self, value: SessionMixin) -> None:
+        self._session = value
+
+    def _open_session(self) -> SessionMixin:
+        """The session, opened on first use without marking it accessed: for the app's own
+        reads (saving a cookie due a refresh, opening a server-side session ahead of the
+        view, copying the context), which must not add ``Vary: Cookie`` on their own."""
         session = self._session
         if session is None:
             app = self.app
@@ -309,10 +329,6 @@ class RequestContext:
                 session = interface.make_null_session(app)
             self._session = session
         return session
-
-    @session.setter
-    def session(self, value: SessionMixin) -> None:
-        self._session = value
 
     @property
     def url_adapter(self) -> MapAdapter | None:
@@ -345,7 +361,7 @@ class RequestContext:
 
     def copy(self) -> RequestContext:
         """A new context for the same environ, request and session (for another thread)."""
-        return self.__class__(self.app, self.environ, self.request, self.session)
+        return self.__class__(self.app, self.environ, self.request, self._open_session())
 
     def _teardown(self, exc: BaseException | None) -> None:
         """Run the teardown functions now, so that the coming :meth:`pop` skips them (ASGI

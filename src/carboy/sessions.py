@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import hashlib
+import logging
 import typing as t
+import weakref
 from datetime import UTC, datetime
 
-from itsdangerous import BadSignature, Signer, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, BadSignature, Signer, TimestampSigner, URLSafeTimedSerializer
 from werkzeug.datastructures import CallbackDict
 
 from .json.tag import TaggedJSONSerializer
@@ -37,9 +39,9 @@ __all__ = [
 class SessionMixin(cabc.MutableMapping[str, t.Any]):
     """Session attributes added on top of a mutable mapping.
 
-    Flask-compatible: ``flask.sessions.SessionMixin``. Mixin defaults are conservative:
-    :attr:`modified` and :attr:`accessed` are ``True`` because a plain mapping cannot track
-    changes or reads.
+    Flask-compatible: ``flask.sessions.SessionMixin``. :attr:`modified` is ``True`` by
+    default, because a plain mapping cannot track changes; :attr:`accessed` is set by the
+    request context whenever the session is reached through it (Flask 3.1.3).
     """
 
     @property
@@ -60,8 +62,13 @@ class SessionMixin(cabc.MutableMapping[str, t.Any]):
     #: Whether the session data changed. Mutating a nested value (a list in the session,
     #: say) is not detected; set this to ``True`` by hand then.
     modified = True
-    #: Whether the session was read or written; adds ``Vary: Cookie`` to the response.
-    accessed = True
+    #: Whether the session was read or written; adds ``Vary: Cookie`` to the response. The
+    #: request context sets it on every access through :data:`carboy.session` or
+    #: ``RequestContext.session``, however the session is then inspected.
+    #:
+    #: .. versionchanged:: 0.1
+    #:     ``False`` by default and set by the request context, as in Flask 3.1.3.
+    accessed = False
 
 
 class SecureCookieSession(CallbackDict[str, t.Any], SessionMixin):
@@ -257,6 +264,11 @@ class _SessionSerializer(URLSafeTimedSerializer):
         return signer
 
 
+#: The apps that have logged a malformed session payload at WARNING (the interface instance
+#: is shared: Flask's default is one object on the class).
+_logged_malformed: weakref.WeakSet[Carboy] = weakref.WeakSet()
+
+
 class SecureCookieSessionInterface(SessionInterface):
     """Store the session in a signed cookie, with :mod:`itsdangerous`.
 
@@ -334,7 +346,10 @@ class SecureCookieSessionInterface(SessionInterface):
         """Load the session from the request's cookie.
 
         A missing, tampered, wrongly signed or expired cookie gives a new empty session; no
-        exception is raised for bad cookies. Returns ``None`` when no secret key is set.
+        exception is raised for bad cookies. So does a validly signed payload that does not
+        load (bad base64, zlib or tags, or JSON that is not a mapping), where Flask raises
+        (a 500); it is logged (see :meth:`_log_malformed`). Returns ``None`` when no secret
+        key is set.
         """
         signer = self._serializer(app)
         if signer is None:
@@ -347,7 +362,29 @@ class SecureCookieSessionInterface(SessionInterface):
             data = signer.loads(raw, max_age=max_age)
         except BadSignature:
             return self.session_class()
-        return self.session_class(data)
+        except BadData as e:
+            # Validly signed, but the payload does not load (bad base64, zlib or tags).
+            self._log_malformed(app, e)
+            return self.session_class()
+        try:
+            return self.session_class(data)
+        except (TypeError, ValueError) as e:  # signed JSON that is not a mapping
+            self._log_malformed(app, e)
+            return self.session_class()
+
+    def _log_malformed(self, app: Carboy, error: Exception) -> None:
+        """Log a validly signed session payload that does not load: at ``WARNING`` the first
+        time for each app, so that a flood of them cannot flood the log, at ``DEBUG`` after."""
+        level = logging.DEBUG if app in _logged_malformed else logging.WARNING
+        _logged_malformed.add(app)
+        app.logger.log(
+            level,
+            "A validly signed session cookie did not load (%s: %s); the request gets an empty"
+            " session.%s",
+            type(error).__name__,
+            error,
+            " Further ones are logged at DEBUG." if level == logging.WARNING else "",
+        )
 
     def save_session(self, app: Carboy, session: SessionMixin, response: Response) -> None:
         """Write, refresh or delete the session cookie on *response*.

@@ -44,12 +44,14 @@ def select_jinja_autoescape(filename: str | None) -> bool:
 
 def _default_template_ctx_processor() -> dict[str, t.Any]:
     """Context values every template gets: ``g`` when an app context is active, and
-    ``request`` and ``session`` when a request context is active.
+    ``request`` when a request context is active.
 
     Registered by the app as its first context processor. Flask-compatible:
-    ``flask.templating._default_template_ctx_processor``.
+    ``flask.templating._default_template_ctx_processor`` (Flask 3.1.3). ``session`` is not
+    passed: templates reach it through the environment's ``session`` global, so only a
+    template that uses it opens the session and marks it accessed (``Vary: Cookie``).
 
-    :return: a dict with any of the keys ``g``, ``request`` and ``session``.
+    :return: a dict with any of the keys ``g`` and ``request``.
     """
     values: dict[str, t.Any] = {}
     app_ctx = _cv_app_get(None)
@@ -58,7 +60,6 @@ def _default_template_ctx_processor() -> dict[str, t.Any]:
     req_ctx = _cv_request_get(None)
     if req_ctx is not None:
         values["request"] = req_ctx.request
-        values["session"] = req_ctx.session
     return values
 
 
