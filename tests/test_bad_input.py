@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import typing as t
 from urllib.parse import urlsplit
 
@@ -178,3 +179,47 @@ def test_query_string_bytes_that_are_not_utf8_stay_percent_encoded(
         "args": {"a": ["%FF"], "b": ["%FF"], "c": ["caf\u00e9"], "d": ["%C3"]},
         "full_path": "/query?a=%FF&b=%ff&c=caf\u00e9&d=%C3",
     }
+
+
+# -- issue 18: where Flask is lenient and carboy is safe ---------------------------------------
+
+
+# 11. Control characters in a path were written raw into the error log.
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "escaped"),
+    [
+        ("/boom/%1b[31mred", "\x1b", "\\x1b[31mred"),
+        ("/boom/a%0d%0a[ERROR] forged", "\r\n", "a\\x0d\\x0a[ERROR] forged"),
+        ("/boom/nul%00byte", "\x00", "nul\\x00byte"),
+        ("/boom/%e2%80%aeevil", "\u202e", "\\u202eevil"),
+        ("/boom/back%5cslash%5cx1b", None, "back\\\\slash\\\\x1b"),
+    ],
+)
+def test_control_characters_of_a_path_are_escaped_in_the_error_log(
+    echo_app: carboy.Carboy,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    raw: str | None,
+    escaped: str,
+) -> None:
+    @echo_app.before_request
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR, logger=echo_app.logger.name):
+        assert echo_app.test_client().get(path).status_code == 500
+    messages = [r.getMessage() for r in caplog.records if r.name == echo_app.logger.name]
+    assert len(messages) == 1
+    assert messages[0] == f"Exception on /boom/{escaped} [GET]"
+    if raw is not None:
+        assert raw not in messages[0]
+
+
+def test_loggable_keeps_printable_text() -> None:
+    from carboy.logging import loggable
+
+    for text in ("/plain/path", "/caf\u00e9/\u65e5\u672c", ""):
+        assert loggable(text) is text
+    assert loggable("a\tb\x7f\x9b\U000e0001") == "a\\x09b\\x7f\\x9b\\U000e0001"

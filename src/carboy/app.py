@@ -57,6 +57,7 @@ from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
 from .ctx import AppContext, RequestContext, hand_over_contexts
 from .globals import _cv_request_get
 from .json.provider import DefaultJSONProvider
+from .logging import loggable
 from .plan import Plan as _Plan
 from .plan import make_plan
 from .routing import Router
@@ -938,9 +939,15 @@ class Carboy(App):
         self,
         exc_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
     ) -> None:
-        """Log an unhandled exception to :attr:`logger` at ERROR level."""
+        """Log an unhandled exception to :attr:`logger` at ERROR level, with the request's
+        path and method. Flask-compatible: ``flask.Flask.log_exception``; the path and method
+        are written through :func:`carboy.logging.loggable`, their control characters
+        escaped, so a request cannot forge a log line or hijack a terminal (Flask writes them
+        raw)."""
         ctx = _cv_request_get(None)
-        where = f" on {ctx.request.path} [{ctx.request.method}]" if ctx is not None else ""
+        where = ""
+        if ctx is not None:
+            where = f" on {loggable(ctx.request.path)} [{loggable(ctx.request.method)}]"
         self.logger.error(f"Exception{where}", exc_info=exc_info)
 
     # -- teardown ----------------------------------------------------------------------------
