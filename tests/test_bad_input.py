@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import typing as t
@@ -13,8 +14,10 @@ from werkzeug.test import EnvironBuilder
 import carboy
 from carboy import request
 from carboy.testing import ASGIClient
+from test_asgi import Exchange, scope_for
 from test_asgi import run as run_asgi
-from test_asgi import scope_for
+
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture
@@ -184,6 +187,57 @@ def test_query_string_bytes_that_are_not_utf8_stay_percent_encoded(
 # -- issue 18: where Flask is lenient and carboy is safe ---------------------------------------
 
 
+def _exchange(
+    app: carboy.Carboy,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    chunks: list[bytes] | None = None,
+    *,
+    chunked: bool = False,
+    protocol: str = "HTTP/1.1",
+) -> tuple[int, bytes]:
+    """Send one request to *app* as a server would, over ASGI when the app's test client is
+    the ASGI one, else over WSGI; returns the status code and the body.
+
+    :param headers: the request headers (``Host`` among them, or none when left out).
+    :param chunks: the body, in the pieces the server passes on.
+    :param chunked: send the body as ``Transfer-Encoding: chunked`` (no ``Content-Length``);
+        a WSGI server that dechunks it sets ``wsgi.input_terminated``.
+    :param protocol: the HTTP version.
+    """
+    headers = dict(headers or {})
+    body = b"".join(chunks or [])
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    elif chunks is not None:
+        headers["Content-Length"] = str(len(body))
+    if app.test_client_class is ASGIClient:
+        scope = scope_for(
+            method, path, [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        )
+        scope["http_version"] = protocol.partition("/")[2]
+        exchange = run_asgi(app, scope, Exchange(chunks))
+        return exchange.status, exchange.body
+    environ = EnvironBuilder(path, method=method).get_environ()
+    for key in ("HTTP_HOST", "CONTENT_LENGTH", "CONTENT_TYPE"):
+        environ.pop(key, None)
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+    environ["SERVER_PROTOCOL"] = protocol
+    environ["wsgi.input"] = io.BytesIO(body)
+    if chunked:
+        environ["wsgi.input_terminated"] = True
+    status: list[str] = []
+    answer = app(environ, lambda s, h, e=None: status.append(s))
+    try:
+        data = b"".join(answer)
+    finally:
+        getattr(answer, "close", lambda: None)()
+    return int(status[0].split()[0]), data
+
+
 # 11. Control characters in a path were written raw into the error log.
 
 
@@ -223,3 +277,121 @@ def test_loggable_keeps_printable_text() -> None:
     for text in ("/plain/path", "/caf\u00e9/\u65e5\u672c", ""):
         assert loggable(text) is text
     assert loggable("a\tb\x7f\x9b\U000e0001") == "a\\x09b\\x7f\\x9b\\U000e0001"
+
+
+# 12. A Host header that names no host was accepted, with request.host == "" and
+# request.url == "http:///...".
+
+
+@pytest.fixture
+def host_app(app: carboy.Carboy) -> carboy.Carboy:
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.route("/sync")
+    def sync_view() -> str:
+        return f"{request.host} {request.url}"
+
+    @app.route("/async")
+    async def async_view() -> str:
+        return f"{request.host} {request.url}"
+
+    @app.route("/plain")
+    def plain() -> str:  # reads no request: the bare path
+        return "plain"
+
+    @app.route("/aplain")
+    async def aplain() -> str:
+        return "aplain"
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "bad host",
+        "a@evil.example",
+        "evil.example/../x",
+        "evil.example\x1b[31m",
+        "evil.example\r\nX-Injected: 1",
+        "evil.example\x00",
+        "",
+        " ",
+        "a.example,b.example",  # two Host headers, joined
+        "example.com:99999",
+        "example.com:0",
+        "example.com:",
+        "[::1",
+        "caf\u00e9 .example",
+        "caf\u00e9.example/x",
+        "caf\u00e9\x1b.example",
+    ],
+)
+def test_host_that_names_no_host_is_400(host_app: carboy.Carboy, host: str) -> None:
+    for path in ("/sync", "/async", "/plain", "/aplain"):
+        status, body = _exchange(host_app, "GET", path, {"Host": host})
+        assert status == 400, (path, status, body[:80])
+        # Again: nothing (a cache, the bare path) lets a bad host through the second time.
+        assert _exchange(host_app, "GET", path, {"Host": host})[0] == 400
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("localhost", "localhost"),
+        ("example.com", "example.com"),
+        ("Example.COM.", "Example.COM."),
+        ("sub-1.example.com:8080", "sub-1.example.com:8080"),
+        ("example.com:80", "example.com"),
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        ("[::1]", "[::1]"),
+        ("[2001:db8::1]:8443", "[2001:db8::1]:8443"),
+    ],
+)
+def test_valid_host_is_served(host_app: carboy.Carboy, host: str, expected: str) -> None:
+    for path in ("/sync", "/async"):
+        for _ in range(2):
+            status, body = _exchange(host_app, "GET", path, {"Host": host})
+            assert (status, body.decode()) == (200, f"{expected} http://{expected.lower()}{path}")
+    for path in ("/plain", "/aplain"):
+        assert _exchange(host_app, "GET", path, {"Host": host})[0] == 200
+
+
+def test_internationalized_host_is_served_as_in_flask(host_app: carboy.Carboy) -> None:
+    """Flask's own suite serves a Host in Unicode (test_environ_for_valid_idna_completes);
+    Werkzeug gives it ``request.host == ""``, as in Flask."""
+    for host in (
+        "\u0105\u015b\u017a\u00e4\u00fc\u0436\u0160\u00df\u044f.com",
+        "caf\u00e9.example:8080",
+    ):
+        for path in ("/sync", "/async", "/plain", "/aplain"):
+            assert _exchange(host_app, "GET", path, {"Host": host})[0] == 200
+
+
+def test_missing_host_falls_back_to_the_server_address(host_app: carboy.Carboy) -> None:
+    server = "testserver" if host_app.test_client_class is ASGIClient else "localhost"
+    for protocol in ("HTTP/1.0", "HTTP/1.1"):
+        status, body = _exchange(host_app, "GET", "/sync", protocol=protocol)
+        assert (status, body.decode()) == (200, f"{server} http://{server}/sync")
+        assert _exchange(host_app, "GET", "/aplain", protocol=protocol)[0] == 200
+
+
+def test_test_client_default_host(host_app: carboy.Carboy) -> None:
+    rv = host_app.test_client().get("/sync")
+    assert (rv.status_code, rv.text) == (200, "localhost http://localhost/sync")
+
+
+def test_bad_host_goes_to_the_400_handler(host_app: carboy.Carboy) -> None:
+    @host_app.errorhandler(400)
+    def bad(e: Exception) -> tuple[str, int]:
+        return f"handled {type(e).__name__}", 400
+
+    status, body = _exchange(host_app, "GET", "/plain", {"Host": "bad host"})
+    assert (status, body) == (400, b"handled BadHost")
+
+
+def test_bad_host_with_trusted_hosts_is_400(host_app: carboy.Carboy) -> None:
+    host_app.config["TRUSTED_HOSTS"] = [".example.com"]
+    assert _exchange(host_app, "GET", "/sync", {"Host": "a.example.com"})[0] == 200
+    assert _exchange(host_app, "GET", "/sync", {"Host": "a.example.com/x"})[0] == 400
+    assert _exchange(host_app, "GET", "/sync", {"Host": "evil.test"})[0] == 400

@@ -63,7 +63,17 @@ from .plan import make_plan
 from .routing import Router
 from .sansio.app import App
 from .sessions import SecureCookieSessionInterface
-from .wrappers import Request, Response, _AsyncBody, _Body, _not_found_page, _Page
+from .wrappers import (
+    GOOD_HOSTS,
+    Request,
+    Response,
+    _AsyncBody,
+    _Body,
+    _not_found_page,
+    _Page,
+    bad_host,
+    host_is_valid,
+)
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -173,7 +183,15 @@ class Carboy(App):
     # -- URL matching -----------------------------------------------------------
 
     def _match(self, ctx: RequestContext) -> None:
-        """Match *ctx*'s URL, recording the rule and arguments or the routing exception."""
+        """Match *ctx*'s URL, recording the rule and arguments or the routing exception
+        (:class:`~werkzeug.exceptions.BadHost`, 400, for a ``Host`` header that names no
+        host)."""
+        scope = ctx._scope
+        host = ctx.environ.get("HTTP_HOST") if scope is None else ctx.host_header  # type: ignore[attr-defined]
+        # PERF: a host seen before (or none) is one set lookup; host_is_valid costs ~1 µs.
+        if host not in GOOD_HOSTS and not host_is_valid(host):
+            ctx._set_routing_exception(bad_host())
+            return
         router = self._router
         # PERF: Router.is_stale inlined (one call less per request).
         if router is None or router._version != getattr(self.url_map, "version", 0):
@@ -186,7 +204,6 @@ class Carboy(App):
             or self.subdomain_matching
             or self.config["TRUSTED_HOSTS"] is not None
         ):
-            scope = ctx._scope
             if scope is None:
                 environ = ctx.environ
                 # A WebSocket handshake: Werkzeug checks the rule kind.

@@ -12,7 +12,13 @@ from urllib.parse import parse_qsl
 
 from werkzeug import urls as _urls  # noqa: F401 (registers the error handler _QUOTE names)
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import (
+    BadHost,
+    BadRequest,
+    HTTPException,
+    NotFound,
+)
+from werkzeug.sansio.utils import get_host
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
@@ -28,6 +34,61 @@ if t.TYPE_CHECKING:
 def _config(key: str, default: t.Any) -> t.Any:
     ctx = _cv_app_get(None)
     return default if ctx is None else ctx.app.config[key]
+
+
+#: ``Host`` header values found valid, as the server gave them (``str`` from a WSGI environ,
+#: ``bytes`` from an ASGI scope), and ``None`` (no ``Host`` header: the server's address is
+#: used, as in Werkzeug): checking a request's host is then one set lookup.
+GOOD_HOSTS: set[str | bytes | None] = {None}
+#: Most entries of :data:`GOOD_HOSTS`; when full it starts again, so that clients sending
+#: many names cost a validation each, never memory.
+GOOD_HOSTS_MAX = 256
+
+
+def host_is_valid(value: str | bytes | None) -> bool:
+    """Whether *value*, a ``Host`` header, names a host (a name, IPv4 or ``[IPv6]``, with an
+    optional port), as Werkzeug's :func:`~werkzeug.sansio.utils.get_host` decides (it gives
+    ``request.host == ""`` for any other value), or is an internationalized name whose IDNA
+    form does. A valid value is remembered in :data:`GOOD_HOSTS`.
+
+    :param value: the header's value, ``str`` (WSGI) or ``bytes`` (ASGI), or ``None`` when
+        there is none (valid: the server's address stands for it).
+
+    .. versionadded:: 0.1
+    """
+    if value is None:
+        return True
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if get_host("http", text) == "":
+        if text.isascii():
+            return False
+        # An internationalized name not in its ASCII form (Flask serves it, with
+        # ``request.host == ""``), sent as UTF-8 (its bytes are the environ's latin-1 text,
+        # or the scope's bytes): valid if its IDNA form is. That form is checked again, as
+        # Python's codec lets ASCII through unchecked (``"a b"``, ``"a@b"``).
+        try:
+            if isinstance(value, bytes):
+                text = value.decode("utf-8")
+            elif max(text) <= "\xff":
+                try:
+                    text = text.encode("latin-1").decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # text put in the environ as it is (Flask's tests do)
+            ascii_form = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+        if get_host("http", ascii_form) == "":
+            return False
+    if len(GOOD_HOSTS) >= GOOD_HOSTS_MAX:
+        GOOD_HOSTS.clear()
+        GOOD_HOSTS.add(None)
+    GOOD_HOSTS.add(value)
+    return True
+
+
+def bad_host() -> BadHost:
+    """The error (400) that answers a request whose ``Host`` header names no host."""
+    return BadHost("The request's Host header does not name a valid host.")
 
 
 class Request(_WerkzeugRequest):
