@@ -6,14 +6,17 @@ import io
 import json
 import logging
 import typing as t
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from werkzeug.test import EnvironBuilder
 
 import carboy
 from carboy import request
 from carboy.testing import ASGIClient
+from servers import Server, free_port, tool
 from test_asgi import Exchange, scope_for
 from test_asgi import run as run_asgi
 
@@ -236,6 +239,141 @@ def _exchange(
     finally:
         getattr(answer, "close", lambda: None)()
     return int(status[0].split()[0]), data
+
+
+# 8. Deeply nested JSON: RecursionError is not a ValueError, so Werkzeug let it out (500).
+
+
+def test_deeply_nested_json_is_400(echo_app: carboy.Carboy) -> None:
+    @echo_app.route("/json-attr", methods=["POST"])
+    def json_attr() -> t.Any:
+        return {"got": request.json}
+
+    @echo_app.route("/json-silent", methods=["POST"])
+    def json_silent() -> t.Any:
+        return {"got": request.get_json(silent=True)}
+
+    client = echo_app.test_client()
+    for body in ("[" * 100_000, "[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1"):
+        for path in ("/json", "/json-attr"):
+            rv = client.post(path, data=body, content_type="application/json")
+            assert rv.status_code == 400, (path, body[:5], rv.status_code)
+        rv = client.post("/json-silent", data=body, content_type="application/json")
+        assert (rv.status_code, rv.json) == (200, {"got": None})
+    # Nesting the parser handles is still parsed.
+    rv = client.post("/json", data="[" * 100 + "]" * 100, content_type="application/json")
+    assert rv.status_code == 200
+
+
+def test_deeply_nested_json_goes_through_on_json_loading_failed(app: carboy.Carboy) -> None:
+    class Lenient(carboy.Request):
+        def on_json_loading_failed(self, e: ValueError | None) -> t.Any:
+            return {"failed": str(e)}
+
+    app.request_class = Lenient
+
+    @app.route("/json", methods=["POST"])
+    def json_view() -> t.Any:
+        return {"got": request.get_json()}
+
+    rv = app.test_client().post("/json", data="[" * 100_000, content_type="application/json")
+    assert rv.status_code == 200
+    assert "nested too deeply" in rv.json["got"]["failed"]
+
+
+# 9. A chunked body over MAX_CONTENT_LENGTH, on a WSGI server that ends the body itself
+# (wsgi.input_terminated), reached the view cut to exactly the limit.
+
+
+@pytest.fixture
+def limited_app(echo_app: carboy.Carboy) -> carboy.Carboy:
+    echo_app.config["MAX_CONTENT_LENGTH"] = 100
+
+    @echo_app.route("/stream", methods=["POST"])
+    def stream_view() -> t.Any:
+        return {"size": len(request.stream.read())}
+
+    @echo_app.route("/stream-parts", methods=["POST"])
+    def stream_parts() -> t.Any:
+        size = 0
+        while chunk := request.stream.read(7):
+            size += len(chunk)
+        return {"size": size}
+
+    return echo_app
+
+
+@pytest.mark.parametrize("path", ["/data", "/form", "/json", "/stream", "/stream-parts"])
+def test_chunked_body_over_max_content_length_is_413(limited_app: carboy.Carboy, path: str) -> None:
+    types = {"/form": "application/x-www-form-urlencoded", "/json": "application/json"}
+    headers = {"Host": "localhost", "Content-Type": types.get(path, "application/octet-stream")}
+
+    def body(size: int) -> bytes:
+        if path == "/json":
+            return b'"' + b"x" * (size - 2) + b'"'
+        return b"f=" + b"x" * (size - 2)
+
+    for size in (101, 150, 5000):
+        data = body(size)
+        status, answer = _exchange(
+            limited_app, "POST", path, headers, [data[:60], data[60:]], chunked=True
+        )
+        assert status == 413, (size, status, answer[:80])
+    # Exactly the limit, and under it, arrive whole.
+    for size in (100, 99):
+        data = body(size)
+        status, answer = _exchange(
+            limited_app, "POST", path, headers, [data[:60], data[60:]], chunked=True
+        )
+        expected = {
+            "/form": {"fields": 1, "files": 0},
+            "/json": {"got": "x" * (size - 2)},
+        }.get(path, {"size": size})
+        assert (status, json.loads(answer)) == (200, expected), size
+
+
+def test_chunked_body_of_exactly_the_limit_is_read_whole(limited_app: carboy.Carboy) -> None:
+    headers = {"Host": "localhost", "Content-Type": "application/octet-stream"}
+    for chunks in ([b"x" * 100], [b"x" * 50, b"x" * 50], [b"x"] * 100):
+        for path in ("/data", "/stream", "/stream-parts"):
+            status, answer = _exchange(limited_app, "POST", path, headers, chunks, chunked=True)
+            assert (status, json.loads(answer)) == (200, {"size": 100}), path
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "dev-server", "granian-wsgi"])
+def test_chunked_body_over_max_content_length_is_413_on_wsgi_servers(
+    server: str, tmp_path: Path
+) -> None:
+    """End to end: the body sent with ``Transfer-Encoding: chunked`` by httpx."""
+    port = free_port()
+    target = "input_limits:app"
+    commands = {
+        "gunicorn": [*tool("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", target],
+        "dev-server": [
+            *tool("carboy"),
+            *("--app", target, "run", "--port", str(port), "--no-reload", "--no-debugger"),
+        ],
+        "granian-wsgi": [
+            *tool("granian"),
+            *("--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port), target),
+        ],
+    }
+    with Server(commands[server], port, tmp_path / f"{server}.log") as running:
+        running.wait_until_up("/sync")
+        with httpx.Client(base_url=running.base_url, timeout=10.0) as http:
+            for path, content_type, body in [
+                ("/data", "application/octet-stream", b"x" * 150),
+                ("/stream", "application/octet-stream", b"x" * 101),
+                ("/form", "application/x-www-form-urlencoded", b"f=" + b"x" * 148),
+                ("/json", "application/json", b'"' + b"x" * 148 + b'"'),
+            ]:
+                pieces = iter([body[:60], body[60:]])
+                rv = http.post(path, content=pieces, headers={"Content-Type": content_type})
+                assert rv.request.headers.get("Transfer-Encoding") == "chunked"
+                assert rv.status_code == 413, (path, rv.status_code, rv.text[:80])
+            whole = iter([b"x" * 60, b"x" * 40])
+            rv = http.post("/data", content=whole)
+            assert (rv.status_code, rv.json()) == (200, {"size": 100})
 
 
 # 11. Control characters in a path were written raw into the error log.

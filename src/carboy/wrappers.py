@@ -17,11 +17,13 @@ from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     NotFound,
+    RequestEntityTooLarge,
 )
 from werkzeug.sansio.utils import get_host
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
+from werkzeug.wsgi import LimitedStream, get_content_length, get_input_stream
 
 from . import json
 from .globals import _cv_app_get
@@ -34,6 +36,26 @@ if t.TYPE_CHECKING:
 def _config(key: str, default: t.Any) -> t.Any:
     ctx = _cv_app_get(None)
     return default if ctx is None else ctx.app.config[key]
+
+
+class _CappedStream(LimitedStream):
+    """A body the server ends itself (``wsgi.input_terminated``: a chunked body), read to at
+    most *cap* bytes. One byte more raises
+    :class:`~werkzeug.exceptions.RequestEntityTooLarge` (413), where Werkzeug's stream for
+    ``max_content_length`` ends there and the body reaches the view cut to the limit.
+
+    :param stream: the server's ``wsgi.input``.
+    :param cap: the most bytes the body may have (``max_content_length``).
+    """
+
+    def __init__(self, stream: t.IO[bytes], cap: int) -> None:
+        super().__init__(stream, cap + 1, is_max=True)
+
+    def readinto(self, b: t.Any) -> int | None:
+        n = super().readinto(b)
+        if self.is_exhausted:  # a byte past the cap arrived
+            raise RequestEntityTooLarge()
+        return n
 
 
 #: ``Host`` header values found valid, as the server gave them (``str`` from a WSGI environ,
@@ -189,6 +211,87 @@ class Request(_WerkzeugRequest):
         if name is None:
             return []
         return split_blueprint_path(name)
+
+    @cached_property
+    def stream(self) -> t.IO[bytes]:
+        """The body stream, read once, guarded against reading past ``Content-Length`` or
+        :attr:`max_content_length`. Flask-compatible: ``flask.Request.stream``.
+
+        A body the server ends itself (``wsgi.input_terminated``, as gunicorn, granian and
+        Werkzeug's server set for a chunked body) that is longer than
+        :attr:`max_content_length` raises 413 when read past the limit; Werkzeug's stream
+        ends at the limit, so the body reaches the view cut short. A body of exactly the
+        limit is read whole.
+
+        :raises werkzeug.exceptions.RequestEntityTooLarge: (413) past the limit.
+        :raises RuntimeError: for a request made with ``shallow=True``.
+        """
+        if self.shallow:
+            raise RuntimeError(
+                "This request was made with 'shallow=True': reading its body is disabled."
+            )
+        environ = self.environ
+        limit = self.max_content_length
+        if limit is None or "wsgi.input_terminated" not in environ:
+            return get_input_stream(environ, max_content_length=limit)
+        declared = get_content_length(environ)
+        if declared is not None and declared > limit:
+            raise RequestEntityTooLarge()
+        return t.cast("t.IO[bytes]", _CappedStream(environ["wsgi.input"], limit))
+
+    @t.overload
+    def get_json(
+        self, force: bool = ..., silent: t.Literal[False] = ..., cache: bool = ...
+    ) -> t.Any: ...
+
+    @t.overload
+    def get_json(
+        self, force: bool = ..., silent: bool = ..., cache: bool = ...
+    ) -> t.Any | None: ...
+
+    def get_json(
+        self, force: bool = False, silent: bool = False, cache: bool = True
+    ) -> t.Any | None:
+        """The body parsed as JSON. Flask-compatible: ``flask.Request.get_json``.
+
+        A body nested too deeply for the parser (``RecursionError``) is bad JSON like any
+        other: :meth:`on_json_loading_failed` answers it (400), where Flask answers 500.
+
+        :param force: parse whatever the content type.
+        :param silent: return ``None`` instead of calling :meth:`on_json_loading_failed`.
+        :param cache: keep the result for later calls.
+        :raises werkzeug.exceptions.UnsupportedMediaType: (415) when the content type is not
+            JSON, unless *force* or *silent*.
+        :raises werkzeug.exceptions.BadRequest: (400) for a body that is not valid JSON,
+            unless *silent*.
+        """
+        if cache:
+            known = self._cached_json[silent]
+            if known is not Ellipsis:
+                return known
+        if not (force or self.is_json):
+            return None if silent else self.on_json_loading_failed(None)
+        data = self.get_data(cache=cache)
+        try:
+            rv = self.json_module.loads(data)
+        except (ValueError, RecursionError) as e:
+            if isinstance(e, ValueError):
+                error = e
+            else:
+                error = ValueError("the JSON document is nested too deeply")
+                error.__cause__ = e
+            if silent:
+                rv = None
+                if cache:
+                    self._cached_json = (self._cached_json[0], None)
+            else:
+                rv = self.on_json_loading_failed(error)
+                if cache:
+                    self._cached_json = (rv, self._cached_json[1])
+        else:
+            if cache:
+                self._cached_json = (rv, rv)
+        return rv
 
     async def iter_body(self, chunk_size: int = 65536) -> t.AsyncIterator[bytes]:
         """Yield the request body in chunks (``bytes``) as it arrives.
