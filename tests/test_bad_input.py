@@ -533,3 +533,94 @@ def test_bad_host_with_trusted_hosts_is_400(host_app: carboy.Carboy) -> None:
     assert _exchange(host_app, "GET", "/sync", {"Host": "a.example.com"})[0] == 200
     assert _exchange(host_app, "GET", "/sync", {"Host": "a.example.com/x"})[0] == 400
     assert _exchange(host_app, "GET", "/sync", {"Host": "evil.test"})[0] == 400
+
+
+# 13. Urlencoded bodies had no field-count or field-size limit; a multipart body without a
+# usable boundary gave an empty form.
+
+
+def test_urlencoded_fields_over_max_form_parts_is_413(echo_app: carboy.Carboy) -> None:
+    client = echo_app.test_client()
+    many = "&".join(f"f{i}=v" for i in range(5000))
+    assert client.post("/form", data=many, content_type=URLENCODED).status_code == 413
+    limit = "&".join(f"f{i}=v" for i in range(1000))  # MAX_FORM_PARTS's default
+    rv = client.post("/form", data=limit, content_type=URLENCODED)
+    assert (rv.status_code, rv.json) == (200, {"fields": 1000, "files": 0})
+    echo_app.config["MAX_FORM_PARTS"] = 3
+    assert client.post("/form", data="a=1&b=2&c=3&d=4", content_type=URLENCODED).status_code == 413
+    # Empty pieces are not fields.
+    rv = client.post("/form", data="a=1&&b=2&&&c=3&", content_type=URLENCODED)
+    assert (rv.status_code, rv.json) == (200, {"fields": 3, "files": 0})
+    echo_app.config["MAX_FORM_PARTS"] = None
+    assert client.post("/form", data=many, content_type=URLENCODED).json["fields"] == 5000
+
+
+def test_urlencoded_field_over_max_form_memory_size_is_413(echo_app: carboy.Carboy) -> None:
+    client = echo_app.test_client()
+    big = "a=1&big=" + "x" * 600_000
+    assert client.post("/form", data=big, content_type=URLENCODED).status_code == 413
+    assert client.post("/form", data="x" * 600_000, content_type=URLENCODED).status_code == 413
+    ok = "a=1&big=" + "x" * 500_000  # MAX_FORM_MEMORY_SIZE's default, exactly
+    assert client.post("/form", data=ok, content_type=URLENCODED).json == {"fields": 2, "files": 0}
+    # Measured decoded: 200,000 bytes sent as 600,000 percent-encoded ones fit.
+    encoded = "big=" + "%C3%A9" * 100_000
+    rv = client.post("/form", data=encoded, content_type=URLENCODED)
+    assert (rv.status_code, rv.json) == (200, {"fields": 1, "files": 0})
+    echo_app.config["MAX_FORM_MEMORY_SIZE"] = 10
+    assert client.post("/form", data="a=" + "x" * 11, content_type=URLENCODED).status_code == 413
+    assert client.post("/form", data="a=" + "%41" * 11, content_type=URLENCODED).status_code == 413
+    assert client.post("/form", data="a=" + "%41" * 10, content_type=URLENCODED).status_code == 200
+
+
+def test_urlencoded_limits_apply_under_asgi_chunked_too(echo_app: carboy.Carboy) -> None:
+    echo_app.config["MAX_FORM_PARTS"] = 3
+    headers = {"Host": "localhost", "Content-Type": URLENCODED}
+    status, _ = _exchange(
+        echo_app, "POST", "/form", headers, [b"a=1&b=2", b"&c=3&d=4"], chunked=True
+    )
+    assert status == 413
+    status, body = _exchange(
+        echo_app, "POST", "/form", headers, [b"a=1&b=2", b"&c=3"], chunked=True
+    )
+    assert (status, json.loads(body)) == (200, {"fields": 3, "files": 0})
+
+
+def test_urlencoded_bytes_that_are_not_utf8_stay_percent_encoded(echo_app: carboy.Carboy) -> None:
+    @echo_app.route("/form-echo", methods=["POST"])
+    def form_echo() -> t.Any:
+        return request.form.to_dict(flat=False)
+
+    rv = echo_app.test_client().post(
+        "/form-echo", data=b"a=\xff&b=%ff&c=caf\xc3\xa9", content_type=URLENCODED
+    )
+    assert (rv.status_code, rv.json) == (200, {"a": ["%FF"], "b": ["%FF"], "c": ["caf\u00e9"]})
+
+
+MULTIPART_BODY = b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--xyz--\r\n'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", MULTIPART_BODY),  # no boundary parameter
+        ("multipart/form-data; boundary=", MULTIPART_BODY),
+        ("multipart/form-data; boundary=other", MULTIPART_BODY),  # never appears
+        ("multipart/form-data; boundary=xyz", b"not multipart at all"),
+        ("multipart/form-data; boundary=xyz", MULTIPART_BODY[:-12]),  # cut short
+    ],
+)
+def test_multipart_body_that_cannot_be_parsed_is_400(
+    echo_app: carboy.Carboy, content_type: str, body: bytes
+) -> None:
+    rv = echo_app.test_client().post("/form", data=body, content_type=content_type)
+    assert rv.status_code == 400, rv.data[:200]
+
+
+def test_multipart_bodies_that_parse_still_do(echo_app: carboy.Carboy) -> None:
+    client = echo_app.test_client()
+    rv = client.post("/form", data=MULTIPART_BODY, content_type="multipart/form-data; boundary=xyz")
+    assert rv.json == {"fields": 1, "files": 0}
+    # An empty body is an empty form, with or without a boundary.
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=xyz"):
+        rv = client.post("/form", data=b"", content_type=content_type)
+        assert (rv.status_code, rv.json) == (200, {"fields": 0, "files": 0})

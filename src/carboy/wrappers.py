@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import typing as t
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from werkzeug import urls as _urls  # noqa: F401 (registers the error handler _QUOTE names)
 from werkzeug.datastructures import MultiDict
@@ -19,6 +19,8 @@ from werkzeug.exceptions import (
     NotFound,
     RequestEntityTooLarge,
 )
+from werkzeug.formparser import FormDataParser as _WerkzeugFormDataParser
+from werkzeug.formparser import MultiPartParser
 from werkzeug.sansio.utils import get_host
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
@@ -36,6 +38,90 @@ if t.TYPE_CHECKING:
 def _config(key: str, default: t.Any) -> t.Any:
     ctx = _cv_app_get(None)
     return default if ctx is None else ctx.app.config[key]
+
+
+class FormDataParser(_WerkzeugFormDataParser):
+    """The form parser of :class:`Request`: Werkzeug's, with its limits applied to
+    ``application/x-www-form-urlencoded`` bodies too, and a ``multipart/form-data`` body that
+    cannot be parsed answered with 400 instead of an empty form.
+
+    * ``max_form_parts`` (``MAX_FORM_PARTS``) bounds the number of urlencoded fields, as it
+      bounds multipart parts; more raise :class:`~werkzeug.exceptions.RequestEntityTooLarge`
+      (413).
+    * ``max_form_memory_size`` (``MAX_FORM_MEMORY_SIZE``) bounds each urlencoded field's name
+      and value, measured decoded (the bytes the form holds), as it bounds each multipart text
+      field; a larger one raises 413.
+    * Urlencoded bytes that are not UTF-8 stay percent-encoded, as in :attr:`Request.args`
+      (Werkzeug drops the whole form).
+    * A multipart body with no ``boundary`` parameter (unless the body is empty), one whose
+      boundary never appears, or one cut short raises
+      :class:`~werkzeug.exceptions.BadRequest` (400); Werkzeug gives an empty form. With
+      ``silent=False`` the parser's :class:`ValueError` is raised instead, as in Werkzeug.
+
+    Flask-compatible: :class:`werkzeug.formparser.FormDataParser` (Flask uses Werkzeug's).
+
+    .. versionadded:: 0.1
+    """
+
+    def parse(
+        self,
+        stream: t.IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str] | None = None,
+    ) -> tuple[t.IO[bytes], MultiDict[str, t.Any], MultiDict[str, t.Any]]:
+        """Parse the form in *stream*: ``(stream, form, files)``.
+
+        :param stream: the body, limited (:attr:`Request.stream`).
+        :param mimetype: the body's media type; only the two form types are parsed.
+        :param content_length: the body's declared length in bytes, or ``None``.
+        :param options: the media type's parameters (the multipart ``boundary``).
+        :raises werkzeug.exceptions.RequestEntityTooLarge: (413) past a limit.
+        :raises werkzeug.exceptions.BadRequest: (400) for a multipart body that cannot be
+            parsed.
+        """
+        if mimetype == "application/x-www-form-urlencoded":
+            return stream, self._urlencoded(stream.read()), self.cls()
+        if mimetype != "multipart/form-data":
+            return stream, self.cls(), self.cls()
+        boundary = (options or {}).get("boundary", "")
+        try:
+            if not boundary:
+                # Only an empty body may come without a boundary: it is an empty form.
+                if content_length == 0 or not stream.read(1):
+                    return stream, self.cls(), self.cls()
+                raise ValueError("no boundary parameter in the Content-Type")
+            parser = MultiPartParser(
+                stream_factory=self.stream_factory,
+                max_form_memory_size=self.max_form_memory_size,
+                max_form_parts=self.max_form_parts,
+                cls=self.cls,
+            )
+            form, files = parser.parse(stream, boundary.encode("latin-1"), content_length)
+        except ValueError as e:
+            if not self.silent:
+                raise
+            raise BadRequest(f"The multipart/form-data body cannot be parsed: {e}.") from e
+        return stream, form, files
+
+    def _urlencoded(self, body: bytes) -> MultiDict[str, t.Any]:
+        # PERF: the limits are checked on the raw fields, in C (split, count, max of len);
+        # only a field longer than the size limit while still encoded is decoded to measure.
+        pieces = body.split(b"&")
+        parts = self.max_form_parts
+        if parts is not None and len(pieces) > parts and len(pieces) - pieces.count(b"") > parts:
+            raise RequestEntityTooLarge(f"The form has more than {parts} fields.")
+        size = self.max_form_memory_size
+        if size is not None and max(map(len, pieces)) > size:
+            for piece in pieces:
+                if len(piece) > size and any(
+                    len(unquote_to_bytes(half.replace(b"+", b" "))) > size
+                    for half in piece.split(b"=", 1)
+                ):
+                    raise RequestEntityTooLarge(f"A form field is larger than {size} bytes.")
+        return self.cls(
+            parse_qsl(body.decode("utf-8", _QUOTE), keep_blank_values=True, errors=_QUOTE)
+        )
 
 
 class _CappedStream(LimitedStream):
@@ -123,6 +209,8 @@ class Request(_WerkzeugRequest):
 
     #: The JSON module used by :meth:`get_json`; the app's provider when an app is active.
     json_module: t.Any = json
+    #: The form parser: Werkzeug's, with limits on urlencoded bodies too (:class:`FormDataParser`).
+    form_data_parser_class = FormDataParser
 
     #: The rule that matched, or ``None`` before matching or when matching failed.
     url_rule: Rule | None = None
