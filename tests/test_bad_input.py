@@ -624,3 +624,22 @@ def test_multipart_bodies_that_parse_still_do(echo_app: carboy.Carboy) -> None:
     for content_type in ("multipart/form-data", "multipart/form-data; boundary=xyz"):
         rv = client.post("/form", data=b"", content_type=content_type)
         assert (rv.status_code, rv.json) == (200, {"fields": 0, "files": 0})
+
+
+def test_websocket_handshake_with_a_bad_host_is_refused_400() -> None:
+    from carboy.websocket_testing import WebsocketRejected
+
+    app = carboy.Carboy(__name__)
+    app.config["TESTING"] = True
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        await carboy.websocket.send("hi")
+
+    client = app.test_client()
+    with client.websocket("/ws", headers={"Host": "good.example"}) as conn:
+        assert conn.receive() == "hi"
+    bad = client.websocket("/ws", headers={"Host": "bad host"})
+    with pytest.raises(WebsocketRejected) as info, bad:
+        pass
+    assert info.value.status_code == 400
