@@ -57,12 +57,23 @@ from .concurrency import ensure_async, run_coroutine, run_sync, run_sync_in
 from .ctx import AppContext, RequestContext, hand_over_contexts
 from .globals import _cv_request_get
 from .json.provider import DefaultJSONProvider
+from .logging import loggable
 from .plan import Plan as _Plan
 from .plan import make_plan
 from .routing import Router
 from .sansio.app import App
 from .sessions import SecureCookieSessionInterface
-from .wrappers import Request, Response, _AsyncBody, _Body, _not_found_page, _Page
+from .wrappers import (
+    GOOD_HOSTS,
+    Request,
+    Response,
+    _AsyncBody,
+    _Body,
+    _not_found_page,
+    _Page,
+    bad_host,
+    host_is_valid,
+)
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -172,7 +183,15 @@ class Carboy(App):
     # -- URL matching -----------------------------------------------------------
 
     def _match(self, ctx: RequestContext) -> None:
-        """Match *ctx*'s URL, recording the rule and arguments or the routing exception."""
+        """Match *ctx*'s URL, recording the rule and arguments or the routing exception
+        (:class:`~werkzeug.exceptions.BadHost`, 400, for a ``Host`` header that names no
+        host)."""
+        scope = ctx._scope
+        host = ctx.environ.get("HTTP_HOST") if scope is None else ctx.host_header  # type: ignore[attr-defined]
+        # PERF: a host seen before (or none) is one set lookup; host_is_valid costs ~1 µs.
+        if host not in GOOD_HOSTS and not host_is_valid(host):
+            ctx._set_routing_exception(bad_host())
+            return
         router = self._router
         # PERF: Router.is_stale inlined (one call less per request).
         if router is None or router._version != getattr(self.url_map, "version", 0):
@@ -185,7 +204,6 @@ class Carboy(App):
             or self.subdomain_matching
             or self.config["TRUSTED_HOSTS"] is not None
         ):
-            scope = ctx._scope
             if scope is None:
                 environ = ctx.environ
                 # A WebSocket handshake: Werkzeug checks the rule kind.
@@ -938,9 +956,15 @@ class Carboy(App):
         self,
         exc_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
     ) -> None:
-        """Log an unhandled exception to :attr:`logger` at ERROR level."""
+        """Log an unhandled exception to :attr:`logger` at ERROR level, with the request's
+        path and method. Flask-compatible: ``flask.Flask.log_exception``; the path and method
+        are written through :func:`carboy.logging.loggable`, their control characters
+        escaped, so a request cannot forge a log line or hijack a terminal (Flask writes them
+        raw)."""
         ctx = _cv_request_get(None)
-        where = f" on {ctx.request.path} [{ctx.request.method}]" if ctx is not None else ""
+        where = ""
+        if ctx is not None:
+            where = f" on {loggable(ctx.request.path)} [{loggable(ctx.request.method)}]"
         self.logger.error(f"Exception{where}", exc_info=exc_info)
 
     # -- teardown ----------------------------------------------------------------------------

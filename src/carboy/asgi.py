@@ -130,6 +130,10 @@ class ScopeRequestContext(RequestContext):
     .. versionadded:: 0.1
     """
 
+    #: The ``Host`` header's value (several joined by ``,``, as in the environ), or ``None``
+    #: (and for a bare request, whose host :func:`carboy.bare.serve_asgi` has checked).
+    host_header: bytes | None = None
+
     def __init__(self, app: Carboy, scope: Scope, bare: bool = False) -> None:
         # PERF: RequestContext.__init__ is not called: it would store an environ, and there is
         # none until asked for (~1.7 µs of an 11 µs ASGI hello); the ``environ`` property
@@ -152,7 +156,11 @@ class ScopeRequestContext(RequestContext):
         if bare:
             self.has_body = self.has_cookie = self.upgrade = False
         else:
-            headers = dict(scope["headers"])
+            raw_headers = scope["headers"]
+            headers = dict(raw_headers)
+            self.host_header = headers.get(b"host")
+            if len(headers) != len(raw_headers) and self.host_header is not None:
+                self.host_header = b",".join(v for k, v in raw_headers if k == b"host")
             #: Whether the request announces a body (``Content-Length`` or
             #: ``Transfer-Encoding``).
             self.has_body = b"content-length" in headers or b"transfer-encoding" in headers

@@ -18,7 +18,42 @@ from .globals import _cv_request_get
 if t.TYPE_CHECKING:
     from .app import Carboy
 
-__all__ = ["create_logger", "default_handler", "has_level_handler", "wsgi_errors_stream"]
+__all__ = [
+    "create_logger",
+    "default_handler",
+    "has_level_handler",
+    "loggable",
+    "wsgi_errors_stream",
+]
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char == "\\":
+        return "\\\\"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def loggable(text: str) -> str:
+    """*text* (request data, such as a path) made safe to write into a log line: each
+    character that is not printable (control characters such as ``ESC``, ``CR``, ``LF`` and
+    ``NUL``, line separators, bidirectional overrides) is written as a ``\\xNN``,
+    ``\\uNNNN`` or ``\\UNNNNNNNN`` escape, and a backslash as two, so that no request can
+    add a forged line to the log or send escape sequences to a terminal.
+
+    :param text: the text to write.
+    :returns: *text* itself when it needs no escape.
+
+    .. versionadded:: 0.1
+    """
+    # PERF: one C check for the usual text; the join runs only for text that needs it.
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else _escape(c) for c in text)
 
 
 def _current_errors_stream() -> t.TextIO:

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import typing as t
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from werkzeug import urls as _urls  # noqa: F401 (registers the error handler _QUOTE names)
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import (
+    BadHost,
+    BadRequest,
+    HTTPException,
+    NotFound,
+    RequestEntityTooLarge,
+)
+from werkzeug.formparser import FormDataParser as _WerkzeugFormDataParser
+from werkzeug.formparser import MultiPartParser
+from werkzeug.sansio.utils import get_host
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
+from werkzeug.wsgi import LimitedStream, get_content_length, get_input_stream
 
 from . import json
 from .globals import _cv_app_get
@@ -30,6 +40,165 @@ def _config(key: str, default: t.Any) -> t.Any:
     return default if ctx is None else ctx.app.config[key]
 
 
+class FormDataParser(_WerkzeugFormDataParser):
+    """The form parser of :class:`Request`: Werkzeug's, with its limits applied to
+    ``application/x-www-form-urlencoded`` bodies too, and a ``multipart/form-data`` body that
+    cannot be parsed answered with 400 instead of an empty form.
+
+    * ``max_form_parts`` (``MAX_FORM_PARTS``) bounds the number of urlencoded fields, as it
+      bounds multipart parts; more raise :class:`~werkzeug.exceptions.RequestEntityTooLarge`
+      (413).
+    * ``max_form_memory_size`` (``MAX_FORM_MEMORY_SIZE``) bounds each urlencoded field's name
+      and value, measured decoded (the bytes the form holds), as it bounds each multipart text
+      field; a larger one raises 413.
+    * Urlencoded bytes that are not UTF-8 stay percent-encoded, as in :attr:`Request.args`
+      (Werkzeug drops the whole form).
+    * A multipart body with no ``boundary`` parameter (unless the body is empty), one whose
+      boundary never appears, or one cut short raises
+      :class:`~werkzeug.exceptions.BadRequest` (400); Werkzeug gives an empty form. With
+      ``silent=False`` the parser's :class:`ValueError` is raised instead, as in Werkzeug.
+
+    Flask-compatible: :class:`werkzeug.formparser.FormDataParser` (Flask uses Werkzeug's).
+
+    .. versionadded:: 0.1
+    """
+
+    def parse(
+        self,
+        stream: t.IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str] | None = None,
+    ) -> tuple[t.IO[bytes], MultiDict[str, t.Any], MultiDict[str, t.Any]]:
+        """Parse the form in *stream*: ``(stream, form, files)``.
+
+        :param stream: the body, limited (:attr:`Request.stream`).
+        :param mimetype: the body's media type; only the two form types are parsed.
+        :param content_length: the body's declared length in bytes, or ``None``.
+        :param options: the media type's parameters (the multipart ``boundary``).
+        :raises werkzeug.exceptions.RequestEntityTooLarge: (413) past a limit.
+        :raises werkzeug.exceptions.BadRequest: (400) for a multipart body that cannot be
+            parsed.
+        """
+        if mimetype == "application/x-www-form-urlencoded":
+            return stream, self._urlencoded(stream.read()), self.cls()
+        if mimetype != "multipart/form-data":
+            return stream, self.cls(), self.cls()
+        boundary = (options or {}).get("boundary", "")
+        try:
+            if not boundary:
+                # Only an empty body may come without a boundary: it is an empty form.
+                if content_length == 0 or not stream.read(1):
+                    return stream, self.cls(), self.cls()
+                raise ValueError("no boundary parameter in the Content-Type")
+            parser = MultiPartParser(
+                stream_factory=self.stream_factory,
+                max_form_memory_size=self.max_form_memory_size,
+                max_form_parts=self.max_form_parts,
+                cls=self.cls,
+            )
+            form, files = parser.parse(stream, boundary.encode("latin-1"), content_length)
+        except ValueError as e:
+            if not self.silent:
+                raise
+            raise BadRequest(f"The multipart/form-data body cannot be parsed: {e}.") from e
+        return stream, form, files
+
+    def _urlencoded(self, body: bytes) -> MultiDict[str, t.Any]:
+        # PERF: the limits are checked on the raw fields, in C (split, count, max of len);
+        # only a field longer than the size limit while still encoded is decoded to measure.
+        pieces = body.split(b"&")
+        parts = self.max_form_parts
+        if parts is not None and len(pieces) > parts and len(pieces) - pieces.count(b"") > parts:
+            raise RequestEntityTooLarge(f"The form has more than {parts} fields.")
+        size = self.max_form_memory_size
+        if size is not None and max(map(len, pieces)) > size:
+            for piece in pieces:
+                if len(piece) > size and any(
+                    len(unquote_to_bytes(half.replace(b"+", b" "))) > size
+                    for half in piece.split(b"=", 1)
+                ):
+                    raise RequestEntityTooLarge(f"A form field is larger than {size} bytes.")
+        return self.cls(
+            parse_qsl(body.decode("utf-8", _QUOTE), keep_blank_values=True, errors=_QUOTE)
+        )
+
+
+class _CappedStream(LimitedStream):
+    """A body the server ends itself (``wsgi.input_terminated``: a chunked body), read to at
+    most *cap* bytes. One byte more raises
+    :class:`~werkzeug.exceptions.RequestEntityTooLarge` (413), where Werkzeug's stream for
+    ``max_content_length`` ends there and the body reaches the view cut to the limit.
+
+    :param stream: the server's ``wsgi.input``.
+    :param cap: the most bytes the body may have (``max_content_length``).
+    """
+
+    def __init__(self, stream: t.IO[bytes], cap: int) -> None:
+        super().__init__(stream, cap + 1, is_max=True)
+
+    def readinto(self, b: t.Any) -> int | None:
+        n = super().readinto(b)
+        if self.is_exhausted:  # a byte past the cap arrived
+            raise RequestEntityTooLarge()
+        return n
+
+
+#: ``Host`` header values found valid, as the server gave them (``str`` from a WSGI environ,
+#: ``bytes`` from an ASGI scope), and ``None`` (no ``Host`` header: the server's address is
+#: used, as in Werkzeug): checking a request's host is then one set lookup.
+GOOD_HOSTS: set[str | bytes | None] = {None}
+#: Most entries of :data:`GOOD_HOSTS`; when full it starts again, so that clients sending
+#: many names cost a validation each, never memory.
+GOOD_HOSTS_MAX = 256
+
+
+def host_is_valid(value: str | bytes | None) -> bool:
+    """Whether *value*, a ``Host`` header, names a host (a name, IPv4 or ``[IPv6]``, with an
+    optional port), as Werkzeug's :func:`~werkzeug.sansio.utils.get_host` decides (it gives
+    ``request.host == ""`` for any other value), or is an internationalized name whose IDNA
+    form does. A valid value is remembered in :data:`GOOD_HOSTS`.
+
+    :param value: the header's value, ``str`` (WSGI) or ``bytes`` (ASGI), or ``None`` when
+        there is none (valid: the server's address stands for it).
+
+    .. versionadded:: 0.1
+    """
+    if value is None:
+        return True
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if get_host("http", text) == "":
+        if text.isascii():
+            return False
+        # An internationalized name not in its ASCII form (Flask serves it, with
+        # ``request.host == ""``), sent as UTF-8 (its bytes are the environ's latin-1 text,
+        # or the scope's bytes): valid if its IDNA form is. That form is checked again, as
+        # Python's codec lets ASCII through unchecked (``"a b"``, ``"a@b"``).
+        try:
+            if isinstance(value, bytes):
+                text = value.decode("utf-8")
+            elif max(text) <= "\xff":
+                try:
+                    text = text.encode("latin-1").decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # text put in the environ as it is (Flask's tests do)
+            ascii_form = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+        if get_host("http", ascii_form) == "":
+            return False
+    if len(GOOD_HOSTS) >= GOOD_HOSTS_MAX:
+        GOOD_HOSTS.clear()
+        GOOD_HOSTS.add(None)
+    GOOD_HOSTS.add(value)
+    return True
+
+
+def bad_host() -> BadHost:
+    """The error (400) that answers a request whose ``Host`` header names no host."""
+    return BadHost("The request's Host header does not name a valid host.")
+
+
 class Request(_WerkzeugRequest):
     """The request object behind :data:`carboy.request`.
 
@@ -40,6 +209,8 @@ class Request(_WerkzeugRequest):
 
     #: The JSON module used by :meth:`get_json`; the app's provider when an app is active.
     json_module: t.Any = json
+    #: The form parser: Werkzeug's, with limits on urlencoded bodies too (:class:`FormDataParser`).
+    form_data_parser_class = FormDataParser
 
     #: The rule that matched, or ``None`` before matching or when matching failed.
     url_rule: Rule | None = None
@@ -128,6 +299,87 @@ class Request(_WerkzeugRequest):
         if name is None:
             return []
         return split_blueprint_path(name)
+
+    @cached_property
+    def stream(self) -> t.IO[bytes]:
+        """The body stream, read once, guarded against reading past ``Content-Length`` or
+        :attr:`max_content_length`. Flask-compatible: ``flask.Request.stream``.
+
+        A body the server ends itself (``wsgi.input_terminated``, as gunicorn, granian and
+        Werkzeug's server set for a chunked body) that is longer than
+        :attr:`max_content_length` raises 413 when read past the limit; Werkzeug's stream
+        ends at the limit, so the body reaches the view cut short. A body of exactly the
+        limit is read whole.
+
+        :raises werkzeug.exceptions.RequestEntityTooLarge: (413) past the limit.
+        :raises RuntimeError: for a request made with ``shallow=True``.
+        """
+        if self.shallow:
+            raise RuntimeError(
+                "This request was made with 'shallow=True': reading its body is disabled."
+            )
+        environ = self.environ
+        limit = self.max_content_length
+        if limit is None or "wsgi.input_terminated" not in environ:
+            return get_input_stream(environ, max_content_length=limit)
+        declared = get_content_length(environ)
+        if declared is not None and declared > limit:
+            raise RequestEntityTooLarge()
+        return t.cast("t.IO[bytes]", _CappedStream(environ["wsgi.input"], limit))
+
+    @t.overload
+    def get_json(
+        self, force: bool = ..., silent: t.Literal[False] = ..., cache: bool = ...
+    ) -> t.Any: ...
+
+    @t.overload
+    def get_json(
+        self, force: bool = ..., silent: bool = ..., cache: bool = ...
+    ) -> t.Any | None: ...
+
+    def get_json(
+        self, force: bool = False, silent: bool = False, cache: bool = True
+    ) -> t.Any | None:
+        """The body parsed as JSON. Flask-compatible: ``flask.Request.get_json``.
+
+        A body nested too deeply for the parser (``RecursionError``) is bad JSON like any
+        other: :meth:`on_json_loading_failed` answers it (400), where Flask answers 500.
+
+        :param force: parse whatever the content type.
+        :param silent: return ``None`` instead of calling :meth:`on_json_loading_failed`.
+        :param cache: keep the result for later calls.
+        :raises werkzeug.exceptions.UnsupportedMediaType: (415) when the content type is not
+            JSON, unless *force* or *silent*.
+        :raises werkzeug.exceptions.BadRequest: (400) for a body that is not valid JSON,
+            unless *silent*.
+        """
+        if cache:
+            known = self._cached_json[silent]
+            if known is not Ellipsis:
+                return known
+        if not (force or self.is_json):
+            return None if silent else self.on_json_loading_failed(None)
+        data = self.get_data(cache=cache)
+        try:
+            rv = self.json_module.loads(data)
+        except (ValueError, RecursionError) as e:
+            if isinstance(e, ValueError):
+                error = e
+            else:
+                error = ValueError("the JSON document is nested too deeply")
+                error.__cause__ = e
+            if silent:
+                rv = None
+                if cache:
+                    self._cached_json = (self._cached_json[0], None)
+            else:
+                rv = self.on_json_loading_failed(error)
+                if cache:
+                    self._cached_json = (rv, self._cached_json[1])
+        else:
+            if cache:
+                self._cached_json = (rv, rv)
+        return rv
 
     async def iter_body(self, chunk_size: int = 65536) -> t.AsyncIterator[bytes]:
         """Yield the request body in chunks (``bytes``) as it arrives.

@@ -42,7 +42,14 @@ from ..scaffold import (
 from ..sessions import SecureCookieSessionInterface, SessionInterface
 from ..templating import Environment, select_jinja_autoescape
 from ..watched import WatchedDict
-from ..wrappers import Request, Response, split_blueprint_path
+from ..wrappers import (
+    GOOD_HOSTS,
+    Request,
+    Response,
+    bad_host,
+    host_is_valid,
+    split_blueprint_path,
+)
 
 if t.TYPE_CHECKING:
     from click import Group
@@ -551,10 +558,14 @@ class App(Scaffold):
 
         Flask-compatible: ``flask.Flask.create_url_adapter``.
 
+        :raises werkzeug.exceptions.BadHost: (400) when the ``Host`` header names no host.
         :raises werkzeug.exceptions.SecurityError: (400) when the host is not in
             ``TRUSTED_HOSTS``.
         """
         if request is not None:
+            host = request.environ.get("HTTP_HOST")
+            if host not in GOOD_HOSTS and not host_is_valid(host):
+                raise bad_host()
             trusted = self.config["TRUSTED_HOSTS"]
             if trusted is not None:
                 request.trusted_hosts = trusted
