@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, RequestRedirect, Rule
+from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 
 import carboy
 from carboy.routing import Router
@@ -147,3 +147,28 @@ def test_router_never_answers_otherwise_than_werkzeug(rules, path, method) -> No
         assert ("match", hit[0].rule, hit[1]) == expected
     elif router.surely_missing(path):
         assert expected == ("error", "NotFound")
+
+
+def test_custom_converter_keeps_to_one_segment(app: carboy.Carboy, client) -> None:
+    class Dotted(BaseConverter):
+        # No slash in the regex text, so Werkzeug keeps it to one path segment; in a
+        # whole-path regex ``.+`` would also take "a/b".
+        regex = r".+"
+
+    app.url_map.converters["dotted"] = Dotted
+    app.add_url_rule("/c/<dotted:v>", "c", lambda v: f"C {v}")
+    app.add_url_rule("/<a>/<b>/<d>", "d", lambda a, b, d: f"D {a} {b} {d}")
+    assert client.get("/c/a.b").get_data(as_text=True) == "C a.b"
+    assert client.get("/c/a/b").get_data(as_text=True) == "D c a b"
+
+
+def test_alias_rule_redirects_to_the_endpoints_main_rule(app: carboy.Carboy, client) -> None:
+    def page() -> str:
+        return "page"
+
+    app.add_url_rule("/old", "page", page, alias=True)
+    app.add_url_rule("/new", "page", page)
+    rv = client.get("/old")
+    assert rv.status_code == 308
+    assert rv.headers["Location"].endswith("/new")
+    assert client.get("/new").get_data(as_text=True) == "page"
