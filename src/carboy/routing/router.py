@@ -3,14 +3,20 @@
 A :class:`Router` is built from a Werkzeug :class:`~werkzeug.routing.Map` and answers
 ``match(path, method)`` with ``(rule, view_args)`` for the paths it can decide alone, or
 ``None`` when the answer needs Werkzeug's full matcher: a 404 that might really be a slash
-redirect, a 405, a rule with ``redirect_to``, defaults that redirect, host or subdomain matching.
-The caller then asks Werkzeug, so every edge case keeps Werkzeug's exact behaviour while the
-common request costs one dict lookup (static rule) or one regex match (dynamic rule).
+redirect, a 405, a rule with ``redirect_to``, defaults that redirect, host or subdomain matching,
+a converter that refuses the value. The caller then asks Werkzeug, so every edge case keeps
+Werkzeug's exact behaviour while the common request costs one dict lookup (static rule) or one
+regex match (dynamic rule).
 
-Rules are ordered as Werkzeug's state machine would visit them: per path segment, static
-before dynamic, dynamic by the converter weights Werkzeug computes. A converter whose
-``to_python`` raises :class:`~werkzeug.routing.ValidationError` makes its rule not match, and
-the next candidate is tried.
+Werkzeug walks a tree of path segments depth first: the static branch before the dynamic ones,
+dynamic branches by weight and then in the order they were made. The first rule met whose
+regex and method fit is the answer; a converter refusing its value then ends the match (404,
+or 405), it does not try another rule. On the way, a state where the path ends but a rule one
+slash further fits (``/a`` for ``/a/``) answers with a redirect (or that rule, when it is not
+strict), and a path ending in a slash whose state has a non-strict rule answers with it. The
+router lists the rules in the order of that walk, with one extra entry for each of those two
+slash cases ("twins", always deferred to Werkzeug), so the first entry that matches the path
+is the one event Werkzeug meets first.
 """
 
 from __future__ import annotations
@@ -20,15 +26,35 @@ import typing as t
 
 from werkzeug.routing import Map as _WerkzeugMap
 from werkzeug.routing import Rule, ValidationError
+from werkzeug.routing.converters import (
+    AnyConverter,
+    FloatConverter,
+    IntegerConverter,
+    UnicodeConverter,
+    UUIDConverter,
+)
 
 if t.TYPE_CHECKING:
     from werkzeug.routing import BaseConverter
 
 #: ``(rule, allowed methods or None, per-rule regex source, [(group, name, converter)],
-#: deferred)``
-_Entry = tuple[Rule, "frozenset[str] | None", str, list[tuple[str, str, "BaseConverter"]], bool]
+#: deferred)``; deferred is ``False`` (decide alone), ``True`` (leave to Werkzeug when the method
+#: fits) or :data:`_CHECK_SLASH` (decide alone unless a one-segment value holds a slash).
+_Entry = tuple[Rule, "frozenset[str] | None", str, list[tuple[str, str, "BaseConverter"]], t.Any]
 #: ``[the alternation of these rules' regexes, or None until first use; rule indexes]``
 _Group = list[t.Any]
+
+#: The deferred mark of a rule with a converter that keeps to one path segment in Werkzeug's
+#: matcher but whose regex might match a slash in carboy's whole-path regex (custom converters).
+_CHECK_SLASH = 2
+
+#: Converters whose regex never matches a slash.
+_SLASHLESS = (UnicodeConverter, IntegerConverter, FloatConverter, UUIDConverter)
+
+#: Entry kinds: the rule itself; the path one trailing slash short of a rule ending in ``/``
+#: (Werkzeug redirects, or matches a non-strict rule); the path with one slash more than a
+#: non-strict rule (Werkzeug matches it).
+_RULE, _SHORT, _LONG = 0, 1, 2
 
 
 class Map(_WerkzeugMap):
@@ -48,18 +74,49 @@ class Map(_WerkzeugMap):
         self.version += 1
 
 
-def _sort_key(rule: Rule) -> tuple[t.Any, ...]:
-    # Werkzeug walks the path segment by segment, trying the static transition first and the
-    # dynamic ones in weight order. Comparing rules segment-wise with that preference visits
-    # them in the same order; Python's stable sort keeps registration order for ties.
-    return tuple((0,) if part.static else (1, part.weight) for part in rule._parts)
+def _tree_keys(rules: list[Rule]) -> list[tuple[t.Any, ...]]:
+    """Each rule's place in Werkzeug's depth-first walk, as a sortable key.
+
+    A key has one item per rule part: ``(0,)`` for a static part (the path's segment picks the
+    one static branch, so static branches never compete), ``(1, weight, n)`` for a dynamic part,
+    where *n* numbers the distinct dynamic parts leaving the same state in the order the rules
+    made them, Werkzeug's tie-break between equal weights. A rule whose parts are a prefix of
+    another's sorts first (its state is reached first).
+    """
+    branches: dict[tuple[t.Any, ...], list[t.Any]] = {}
+    keys = []
+    for rule in rules:
+        state: tuple[t.Any, ...] = ()
+        key: list[tuple[t.Any, ...]] = []
+        for part in rule._parts:
+            if part.static:
+                state += (part.content,)
+                key.append((0,))
+                continue
+            siblings = branches.setdefault(state, [])
+            # RulePart compares by value: an equal part of another rule is the same branch.
+            n = next((i for i, other in enumerate(siblings) if other == part), len(siblings))
+            if n == len(siblings):
+                siblings.append(part)
+            state += (n,)
+            key.append((1, part.weight, n))
+        keys.append(tuple(key))
+    return keys
 
 
-def _rule_regex(rule: Rule, index: int) -> tuple[str, list[tuple[str, str, BaseConverter]]]:
-    """Build one anchored-by-caller regex for *rule*'s path, with named groups per variable."""
+def _rule_regex(
+    rule: Rule, index: int, kind: int
+) -> tuple[str, list[tuple[str, str, BaseConverter]], bool]:
+    """*rule*'s path as one regex (anchored by the caller), with named groups per variable.
+
+    :param kind: :data:`_RULE`, :data:`_SHORT` (without the rule's trailing slash) or
+        :data:`_LONG` (with one slash more).
+    :returns: the regex source, the ``(group, variable, converter)`` list, and whether a
+        one-segment converter's regex might match a slash.
+    """
     pieces: list[str] = []
     groups: list[tuple[str, str, BaseConverter]] = []
-    in_path = False
+    in_path = spans_segments = may_slash = False
     for is_dynamic, data in rule._trace:
         if not in_path:
             in_path = not is_dynamic and data == "|"
@@ -67,17 +124,43 @@ def _rule_regex(rule: Rule, index: int) -> tuple[str, list[tuple[str, str, BaseC
         if is_dynamic:
             group = f"r{index}_{len(groups)}"
             converter = rule._converters[data]
+            if not converter.part_isolating:
+                spans_segments = True
+            elif type(converter) not in _SLASHLESS and not (
+                type(converter) is AnyConverter and "/" not in converter.regex
+            ):
+                may_slash = True
             pieces.append(f"(?P<{group}>{converter.regex})")
             groups.append((group, data, converter))
         else:
             pieces.append(re.escape(data))
-    return "".join(pieces), groups
+    if spans_segments and pieces[-1] == "/":
+        # Werkzeug's value of a segment-spanning converter before a trailing slash never ends
+        # with a slash itself ("/docs/a//" is no match, then a merged-slashes redirect).
+        pieces[-1] = "(?<!/)/"
+    if kind == _SHORT:
+        pieces[-1] = "(?<!/)" if spans_segments else ""
+    elif kind == _LONG:
+        pieces.append("/")
+    return "".join(pieces), groups, may_slash
 
 
-def _first_segment(rule: Rule) -> str | None:
-    """The first path segment of *rule* when it is wholly static, else ``None``."""
-    static_head = rule.rule.partition("<")[0]
-    segment, slash, _ = static_head[1:].partition("/")
+def _static_head(rule: Rule) -> str:
+    """*rule*'s path as compiled (slashes merged unless the rule says not to) up to its first
+    variable: the whole path of a static rule."""
+    trace = rule._trace[rule._trace.index((False, "|")) + 1 :]
+    head = []
+    for is_dynamic, data in trace:
+        if is_dynamic:
+            break
+        head.append(data)
+    return "".join(head)
+
+
+def _first_segment(source_head: str) -> str | None:
+    """The first path segment of a rule whose path starts with *source_head* (its static text
+    up to the first variable), when that segment is wholly static, else ``None``."""
+    segment, slash, _ = source_head[1:].partition("/")
     return segment if slash else None
 
 
@@ -92,7 +175,6 @@ class Router:
     __slots__ = (
         "_by_segment",
         "_dynamic",
-        "_nonstrict",
         "_other",
         "_static",
         "_version",
@@ -104,50 +186,69 @@ class Router:
         url_map.update()  # compiles every rule (Werkzeug sorts and fills ``_parts``/``_trace``)
         rules = list(url_map.iter_rules())
         self._version = getattr(url_map, "version", 0)
-        self._nonstrict = any(not r.strict_slashes for r in rules)
 
         # Endpoints with a rule that carries defaults can answer with a redirect to the rule
         # that provides them (Werkzeug's ``redirect_defaults``); leave those to Werkzeug.
         endpoints_with_defaults = {r.endpoint for r in rules if r.defaults}
 
+        entries: list[tuple[tuple[t.Any, ...], int, Rule]] = []
+        for rule, key in zip(rules, _tree_keys(rules), strict=True):
+            entries.append((key, _RULE, rule))
+            if rule._trace[-1] == (False, "/") and rule._trace[-2] != (False, "|"):
+                entries.append((key, _SHORT, rule))
+            if not rule.strict_slashes:
+                entries.append(((*key, (2,)), _LONG, rule))
+        # Stable: entries of one state keep the order their rules were added, as Werkzeug's do.
+        entries.sort(key=lambda entry: entry[0])
+
         self._static: dict[str, list[tuple[Rule, frozenset[str] | None, bool]]] = {}
         self._dynamic: list[_Entry] = []
         segment_of: list[str | None] = []
-        for rule in sorted(rules, key=_sort_key):
+        for _, kind, rule in entries:
             methods = frozenset(rule.methods) if rule.methods is not None else None
-            deferred = bool(
-                rule.redirect_to is not None
+            deferred: t.Any = bool(
+                kind != _RULE
+                or rule.redirect_to is not None
+                or rule.alias
                 or rule.websocket
                 or rule.host
                 or rule.subdomain
                 or rule.endpoint in endpoints_with_defaults
                 or url_map.host_matching
             )
-            if not rule.arguments:
-                path = "".join(
-                    data for dyn, data in rule._trace[rule._trace.index((False, "|")) + 1 :]
+            head = _static_head(rule)
+            if not rule.arguments and kind != _LONG:
+                # Werkzeug's walk meets the all-static state of a path before any other.
+                self._static.setdefault(head[:-1] if kind == _SHORT else head, []).append(
+                    (rule, methods, deferred)
                 )
-                self._static.setdefault(path, []).append((rule, methods, deferred))
                 continue
             index = len(self._dynamic)
-            source, groups = _rule_regex(rule, index)
+            source, groups, may_slash = _rule_regex(rule, index, kind)
+            if may_slash and not deferred:
+                deferred = _CHECK_SLASH
             # PERF: a rule's own regex is only needed when an earlier alternative matched but
-            # was refused (method, converter); it is compiled then, not here (~110 KiB less
-            # resident memory on a 200-rule map).
+            # was refused (method); it is compiled then, not here (~110 KiB less resident
+            # memory on a 200-rule map).
             self._dynamic.append((rule, methods, source, groups, deferred))
-            segment_of.append(_first_segment(rule))
+            segment_of.append(
+                _first_segment(head + "/" if kind == _LONG and not rule.arguments else head)
+            )
         # PERF: the dynamic rules are grouped by their first path segment when it is static
         # ("users" in /users/<int:id>); a path is tested against one alternation regex holding
         # its segment's rules plus those whose first segment is dynamic, in priority order, in
-        # C. The first alternative that matches the whole path is the rule Werkzeug would pick.
-        # On a 200-rule map this cut matching a dynamic path from ~3.5 to ~0.6 µs. A group's
-        # regex is compiled when a path first needs it: segments never requested cost no
-        # compiled pattern (~130 KiB resident on a 200-rule map of distinct segments).
+        # C. The first alternative that matches the whole path is the entry Werkzeug would meet
+        # first. On a 200-rule map this cut matching a dynamic path from ~3.5 to ~0.6 µs. A
+        # group's regex is compiled when a path first needs it: segments never requested cost
+        # no compiled pattern (~130 KiB resident on a 200-rule map of distinct segments).
         self._by_segment: dict[str, _Group] = {
             segment: [None, [i for i, seg in enumerate(segment_of) if seg in (segment, None)]]
             for segment in set(segment_of)
             if segment is not None
         }
+        # A path starting with "//" is matched by Werkzeug with its leading slashes merged into
+        # one; an empty group leaves it (and a bare "/" no static rule has) to Werkzeug.
+        self._by_segment[""] = [None, []]
         self._other: _Group = [None, [i for i, seg in enumerate(segment_of) if seg is None]]
 
     def _compile(self, group: _Group) -> re.Pattern[str] | None:
@@ -169,8 +270,9 @@ class Router:
     def match(self, path: str, method: str) -> tuple[Rule, dict[str, t.Any]] | None:
         """Match *path* (a decoded, ``/``-prefixed path) and *method* (upper case).
 
-        :returns: ``(rule, view_args)`` with converted values and the rule's defaults, or ``None``
-            when Werkzeug's matcher must decide (including every error answer).
+        :returns: ``(rule, view_args)`` with converted values and the rule's defaults, exactly
+            as Werkzeug's matcher would answer, or ``None`` when Werkzeug's matcher must decide
+            (including every error and redirect answer).
         """
         static = self._static.get(path)
         if static is not None:
@@ -197,13 +299,20 @@ class Router:
             if methods is not None and method not in methods:
                 continue
             if deferred:
-                return None
+                if deferred is True:
+                    return None
+                # Werkzeug matches such a converter within one segment.
+                for group_name, _, converter in groups:
+                    if converter.part_isolating and "/" in matched.group(group_name):
+                        return None
             values: dict[str, t.Any] = {}
             try:
-                for group, name, converter in groups:
-                    values[name] = converter.to_python(matched.group(group))
+                for group_name, name, converter in groups:
+                    values[name] = converter.to_python(matched.group(group_name))
             except ValidationError:
-                continue
+                # Werkzeug ends the match here (404, or 405 if a rule passed over allowed
+                # other methods); it does not try the next rule.
+                return None
             if rule.defaults:
                 values.update(rule.defaults)
             return rule, values
@@ -212,17 +321,16 @@ class Router:
     def surely_missing(self, path: str) -> bool:
         """Whether Werkzeug would answer 404 for *path*, decided without asking it.
 
-        True only when no rule matches the path or the path with a slash added, and nothing
-        else (merged slashes, a non-strict rule) could turn the miss into a redirect.
+        True only when no rule matches the path, no rule matches it with a trailing slash
+        added or taken off where Werkzeug would redirect or match (the twin entries), and no
+        doubled slash could make a merged-slashes redirect.
         """
-        if self._nonstrict or "//" in path:
+        if "//" in path:
             return False
-        for candidate in (path, path + "/"):
-            if candidate in self._static:
-                return False
-            any_rule = self._compile(
-                self._by_segment.get(candidate[1:].partition("/")[0], self._other)
-            )
-            if any_rule is not None and any_rule.fullmatch(candidate) is not None:
-                return False
-        return True
+        if path in self._static:
+            return False
+        segment = path[1:].partition("/")[0]
+        any_rule = self._compile(
+            self._by_segment.get(segment, self._other) if segment else self._other
+        )
+        return any_rule is None or any_rule.fullmatch(path) is None
