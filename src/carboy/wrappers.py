@@ -7,15 +7,17 @@ against ``werkzeug.wrappers.Request``/``Response`` in extensions hold.
 from __future__ import annotations
 
 import asyncio
+import io
 import typing as t
 from urllib.parse import parse_qsl
 
 from werkzeug import urls as _urls  # noqa: F401 (registers the error handler _QUOTE names)
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request as _WerkzeugRequest
 from werkzeug.wrappers import Response as _WerkzeugResponse
+from werkzeug.wsgi import LimitedStream, get_content_length
 
 from . import json
 from .globals import _cv_app_get
@@ -129,6 +131,31 @@ class Request(_WerkzeugRequest):
             return []
         return split_blueprint_path(name)
 
+    @cached_property
+    def stream(self) -> t.IO[bytes]:
+        """The body as a read-once stream, limited to ``Content-Length`` and
+        :attr:`max_content_length`.
+
+        Flask-compatible: ``flask.Request.stream``. When the server ends the stream itself
+        (``wsgi.input_terminated``: every ASGI request, gunicorn, a chunked body), a body that
+        goes past :attr:`max_content_length` raises
+        :class:`~werkzeug.exceptions.RequestEntityTooLarge` (413) on the read that reaches
+        the limit, and a body of exactly the limit reads to its end. Werkzeug's stream stops
+        at the limit and hands on a body cut there (``get_data``, ``form``, ``get_json``),
+        and raises 413 on a read after a body of exactly the limit.
+
+        :raises werkzeug.exceptions.RequestEntityTooLarge: (413) when ``Content-Length`` is
+            over :attr:`max_content_length`.
+        """
+        limit = self.max_content_length
+        environ = self.environ
+        if limit is not None and not self.shallow and "wsgi.input_terminated" in environ:
+            length = get_content_length(environ)
+            if length is not None and length > limit:
+                raise RequestEntityTooLarge()
+            return t.cast(t.IO[bytes], _MaxLimitedStream(environ["wsgi.input"], limit))
+        return super().stream
+
     async def iter_body(self, chunk_size: int = 65536) -> t.AsyncIterator[bytes]:
         """Yield the request body in chunks (``bytes``) as it arrives.
 
@@ -158,7 +185,23 @@ class Request(_WerkzeugRequest):
             yield chunk
 
     def _load_form_data(self) -> None:
-        super()._load_form_data()
+        ahead = self.__dict__.get("_carboy_form_ahead")
+        if (
+            ahead is not None
+            and "form" not in self.__dict__
+            and "stream" not in self.__dict__
+            and ahead[0] == self._form_limits()
+        ):
+            # Parsed in the pool before an ``async def`` view ran (carboy.asgi.parse_ahead),
+            # from the same untouched body under the same limits: adopt that answer.
+            _, result, end = ahead
+            if isinstance(result, Exception):
+                raise result
+            self.environ["wsgi.input"].seek(end)  # spent, as by the parse
+            d = self.__dict__
+            d["stream"], d["form"], d["files"] = result
+        else:
+            super()._load_form_data()
         # In debug mode, explain why a form key is missing when the form was not sent as one.
         ctx = _cv_app_get(None)
         if (
@@ -170,6 +213,80 @@ class Request(_WerkzeugRequest):
             from .debughelpers import attach_enctype_error_multidict
 
             attach_enctype_error_multidict(self)
+
+    @t.overload
+    def get_json(
+        self, force: bool = ..., silent: t.Literal[False] = ..., cache: bool = ...
+    ) -> t.Any: ...
+
+    @t.overload
+    def get_json(
+        self, force: bool = ..., silent: bool = ..., cache: bool = ...
+    ) -> t.Any | None: ...
+
+    def get_json(
+        self, force: bool = False, silent: bool = False, cache: bool = True
+    ) -> t.Any | None:
+        """The body parsed as JSON. Flask-compatible: ``flask.Request.get_json``.
+
+        :param force: parse whatever the content type.
+        :param silent: return ``None`` instead of raising on a bad body or content type.
+        :param cache: keep the parsed value for later calls.
+        :raises werkzeug.exceptions.BadRequest: (400) for a body that is not JSON.
+        :raises werkzeug.exceptions.UnsupportedMediaType: (415) for a content type that is
+            not JSON, unless *force*.
+        """
+        ahead = self.__dict__.get("_carboy_json_ahead")
+        if ahead is not None and cache and "stream" not in self.__dict__:
+            # Parsed in the pool before an ``async def`` view ran (carboy.asgi.parse_ahead).
+            parsed, value, data = ahead
+            if parsed:
+                # As get_json leaves it: the value and the data cached, the stream spent.
+                self.environ["wsgi.input"].seek(0, io.SEEK_END)
+                self._cached_data = data
+                self._cached_json = (value, value)
+            elif silent:
+                return None
+            else:
+                return self.on_json_loading_failed(value)
+        return super().get_json(force, silent, cache)
+
+    def _form_limits(self) -> tuple[int | None, int | None, int | None]:
+        return (self.max_content_length, self.max_form_memory_size, self.max_form_parts)
+
+    def _parse_ahead(self) -> None:
+        """Parse a form or JSON body now, for :meth:`_load_form_data` and :meth:`get_json` to
+        adopt if the body is still untouched when they are called; until then the body reads
+        from the start. Called in the pool for a large body received for an ``async def``
+        view, so that parsing it does not hold up the event loop. Needs ``wsgi.input`` to be
+        seekable (the received body)."""
+        body = self.environ["wsgi.input"]
+        try:
+            if self.mimetype in _FORM_TYPES and self.want_form_data_parsed:
+                limits = self._form_limits()
+                result: t.Any
+                try:
+                    result = self.make_form_data_parser().parse(
+                        self._get_stream_for_parsing(),
+                        self.mimetype,
+                        self.content_length,
+                        self.mimetype_params,
+                    )
+                except Exception as e:
+                    result = e
+                self.__dict__["_carboy_form_ahead"] = (limits, result, body.tell())
+            elif self.is_json:
+                data = self.stream.read()
+                try:
+                    ahead = (True, self.json_module.loads(data), data)
+                except ValueError as e:  # the view's get_json() answers it (400)
+                    ahead = (False, e, data)
+                self.__dict__["_carboy_json_ahead"] = ahead
+        except Exception:
+            pass  # anything else the view meets itself, if it reads the body
+        finally:
+            self.__dict__.pop("stream", None)
+            body.seek(0)
 
     def on_json_loading_failed(self, e: ValueError | None) -> t.Any:
         """Answer a body that is not valid JSON with 400 (415 for a non-JSON content type).
@@ -184,6 +301,37 @@ class Request(_WerkzeugRequest):
                 raise
             raise BadRequest() from error
 
+
+class _MaxLimitedStream(LimitedStream):
+    """A body of unknown length read up to *limit* bytes (``MAX_CONTENT_LENGTH``): the read
+    that reaches the limit reads one byte more, so a longer body raises
+    :class:`~werkzeug.exceptions.RequestEntityTooLarge` (413) instead of being cut short, and
+    a body of exactly the limit then reads as ended (Werkzeug's raises 413 on the next read,
+    so ``while stream.read(n)`` failed on it)."""
+
+    def __init__(self, stream: t.IO[bytes], limit: int) -> None:
+        super().__init__(stream, limit, is_max=True)
+        self._ended = False
+
+    def readinto(self, b: bytearray) -> int | None:  # type: ignore[override]
+        n = super().readinto(b)
+        if n and not self._ended and self.is_exhausted:
+            self._check_end()
+        return n
+
+    def on_exhausted(self) -> None:
+        # A read at the limit: an error only if the body goes on.
+        if not self._ended:
+            self._check_end()
+
+    def _check_end(self) -> None:
+        if self._stream.read(1):
+            raise RequestEntityTooLarge()
+        self._ended = True
+
+
+#: The content types Werkzeug's form parser reads.
+_FORM_TYPES = frozenset(("multipart/form-data", "application/x-www-form-urlencoded"))
 
 #: Werkzeug's codec error handler that percent-encodes the bytes it is given (registered when
 #: :mod:`werkzeug.urls` is imported), the one its query parsing uses.
