@@ -42,10 +42,12 @@ from . import signals
 from . import typing as ft
 from .asgi import (
     EMPTY_INPUT,
+    FORM_IN_POOL_SIZE,
     AsgiCall,
     ReceiveStream,
     ScopeRequestContext,
     call_wsgi,
+    parse_ahead,
     read_body,
     request_facts,
     scope_environ,
@@ -443,7 +445,9 @@ class Carboy(App):
                 )
                 environ["carboy.asgi.receive"] = receive
             else:
-                await read_body(self, ctx.environ, receive)
+                size = await read_body(self, ctx.environ, receive)
+                if size > FORM_IN_POOL_SIZE:  # the smaller of the two sizes parse_ahead uses
+                    await parse_ahead(self, ctx, size)
             if not self._cookie_sessions:
                 # A server-side session store does I/O on open: do it in the pool.
                 await run_sync(self, ctx._open_session)

@@ -7,6 +7,7 @@ against ``werkzeug.wrappers.Request``/``Response`` in extensions hold.
 from __future__ import annotations
 
 import asyncio
+import io
 import typing as t
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -353,6 +354,19 @@ class Request(_WerkzeugRequest):
         :raises werkzeug.exceptions.BadRequest: (400) for a body that is not valid JSON,
             unless *silent*.
         """
+        ahead = self.__dict__.get("_carboy_json_ahead")
+        if ahead is not None and cache and "stream" not in self.__dict__:
+            # Parsed in the pool before an ``async def`` view ran (carboy.asgi.parse_ahead).
+            parsed, value, data = ahead
+            if parsed:
+                # As get_json leaves it: the value and the data cached, the stream spent.
+                self.environ["wsgi.input"].seek(0, io.SEEK_END)
+                self._cached_data = data
+                self._cached_json = (value, value)
+            elif silent:
+                return None
+            else:
+                return self.on_json_loading_failed(value)
         if cache:
             known = self._cached_json[silent]
             if known is not Ellipsis:
@@ -363,11 +377,7 @@ class Request(_WerkzeugRequest):
         try:
             rv = self.json_module.loads(data)
         except (ValueError, RecursionError) as e:
-            if isinstance(e, ValueError):
-                error = e
-            else:
-                error = ValueError("the JSON document is nested too deeply")
-                error.__cause__ = e
+            error = _json_error(e)
             if silent:
                 rv = None
                 if cache:
@@ -410,7 +420,23 @@ class Request(_WerkzeugRequest):
             yield chunk
 
     def _load_form_data(self) -> None:
-        super()._load_form_data()
+        ahead = self.__dict__.get("_carboy_form_ahead")
+        if (
+            ahead is not None
+            and "form" not in self.__dict__
+            and "stream" not in self.__dict__
+            and ahead[0] == self._form_limits()
+        ):
+            # Parsed in the pool before an ``async def`` view ran (carboy.asgi.parse_ahead),
+            # from the same untouched body under the same limits: adopt that answer.
+            _, result, end = ahead
+            if isinstance(result, Exception):
+                raise result
+            self.environ["wsgi.input"].seek(end)  # spent, as by the parse
+            d = self.__dict__
+            d["stream"], d["form"], d["files"] = result
+        else:
+            super()._load_form_data()
         # In debug mode, explain why a form key is missing when the form was not sent as one.
         ctx = _cv_app_get(None)
         if (
@@ -422,6 +448,43 @@ class Request(_WerkzeugRequest):
             from .debughelpers import attach_enctype_error_multidict
 
             attach_enctype_error_multidict(self)
+
+    def _form_limits(self) -> tuple[int | None, int | None, int | None]:
+        return (self.max_content_length, self.max_form_memory_size, self.max_form_parts)
+
+    def _parse_ahead(self) -> None:
+        """Parse a form or JSON body now, for :meth:`_load_form_data` and :meth:`get_json` to
+        adopt if the body is still untouched when they are called; until then the body reads
+        from the start. Called in the pool for a large body received for an ``async def``
+        view, so that parsing it does not hold up the event loop. Needs ``wsgi.input`` to be
+        seekable (the received body)."""
+        body = self.environ["wsgi.input"]
+        try:
+            if self.mimetype in _FORM_TYPES and self.want_form_data_parsed:
+                limits = self._form_limits()
+                result: t.Any
+                try:
+                    result = self.make_form_data_parser().parse(
+                        self._get_stream_for_parsing(),
+                        self.mimetype,
+                        self.content_length,
+                        self.mimetype_params,
+                    )
+                except Exception as e:
+                    result = e
+                self.__dict__["_carboy_form_ahead"] = (limits, result, body.tell())
+            elif self.is_json:
+                data = self.stream.read()
+                try:
+                    ahead = (True, self.json_module.loads(data), data)
+                except (ValueError, RecursionError) as e:  # get_json() answers it (400)
+                    ahead = (False, _json_error(e), data)
+                self.__dict__["_carboy_json_ahead"] = ahead
+        except Exception:
+            pass  # anything else the view meets itself, if it reads the body
+        finally:
+            self.__dict__.pop("stream", None)
+            body.seek(0)
 
     def on_json_loading_failed(self, e: ValueError | None) -> t.Any:
         """Answer a body that is not valid JSON with 400 (415 for a non-JSON content type).
@@ -437,9 +500,22 @@ class Request(_WerkzeugRequest):
             raise BadRequest() from error
 
 
+#: The content types Werkzeug's form parser reads.
+_FORM_TYPES = frozenset(("multipart/form-data", "application/x-www-form-urlencoded"))
+
 #: Werkzeug's codec error handler that percent-encodes the bytes it is given (registered when
 #: :mod:`werkzeug.urls` is imported), the one its query parsing uses.
 _QUOTE = "werkzeug.url_quote"
+
+
+def _json_error(error: ValueError | RecursionError) -> ValueError:
+    """*error* as the ``ValueError`` :meth:`Request.on_json_loading_failed` takes: a body
+    nested too deeply for the parser (``RecursionError``) is bad JSON like any other."""
+    if isinstance(error, ValueError):
+        return error
+    nested = ValueError("the JSON document is nested too deeply")
+    nested.__cause__ = error
+    return nested
 
 
 def _query_text(query: bytes) -> str:
