@@ -110,6 +110,46 @@ def test_in_memory_writers_wait_for_each_other(tmp_path):
     assert done == [2]
 
 
+def test_workers_booting_together_make_the_schema_once(tmp_path):
+    """A server's workers each build the app on a new database file at the same time. One
+    that finds no tables while another is making them must wait for it and keep what it
+    made: checking and creating the schema are one step. (Before, the later worker dropped
+    the first one's tables, or failed to boot on 'table account already exists'.)"""
+    path = tmp_path / "notes.sqlite"
+    other = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another worker, in the middle of making the schema
+        other.execute(
+            "CREATE TABLE account (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+            " joined_at TEXT NOT NULL DEFAULT (datetime('now')))"
+        )
+        booted: list[object] = []
+
+        def boot() -> None:
+            try:
+                booted.append(create_app({"DATABASE": str(path), "TESTING": True}))
+            except Exception as exc:  # reported by the assertion below
+                booted.append(exc)
+
+        thread = threading.Thread(target=boot)
+        thread.start()
+        thread.join(0.5)  # it reaches the database and waits for the lock
+        other.execute("INSERT INTO account (username, password_hash) VALUES ('early', 'x')")
+        other.execute(
+            "CREATE TABLE note (id INTEGER PRIMARY KEY AUTOINCREMENT, owner_id INTEGER NOT NULL"
+            " REFERENCES account (id) ON DELETE CASCADE, title TEXT NOT NULL,"
+            " body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT (datetime('now')))"
+        )
+        other.execute("COMMIT")
+        thread.join(10.0)
+        assert not thread.is_alive()
+        assert len(booted) == 1 and not isinstance(booted[0], Exception), booted
+        assert other.execute("SELECT username FROM account").fetchall() == [("early",)]
+    finally:
+        other.close()
+
+
 def test_prefixed_env_overrides_defaults(monkeypatch, tmp_path):
     db_path = tmp_path / "env.sqlite"
     monkeypatch.setenv("CARBOY_SECRET_KEY", "from-the-environment")

@@ -19,27 +19,24 @@ from carboy import current_app, g
 if t.TYPE_CHECKING:
     from carboy import Carboy
 
-SCHEMA = """
-DROP TABLE IF EXISTS note;
-DROP TABLE IF EXISTS account;
-
-CREATE TABLE account (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    username      TEXT    NOT NULL UNIQUE,
-    password_hash TEXT    NOT NULL,
-    joined_at     TEXT    NOT NULL DEFAULT (datetime('now'))
-);
-
-CREATE TABLE note (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    owner_id   INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
-    title      TEXT    NOT NULL,
-    body       TEXT    NOT NULL DEFAULT '',
-    created_at TEXT    NOT NULL DEFAULT (datetime('now'))
-);
-
-CREATE INDEX note_by_owner ON note (owner_id, id);
-"""
+#: The tables and index, each made only if missing (so a check and a creation can share one
+#: transaction, see :func:`ensure_schema`).
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS account (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        username      TEXT    NOT NULL UNIQUE,
+        password_hash TEXT    NOT NULL,
+        joined_at     TEXT    NOT NULL DEFAULT (datetime('now'))
+    )""",
+    """CREATE TABLE IF NOT EXISTS note (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner_id   INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
+        title      TEXT    NOT NULL,
+        body       TEXT    NOT NULL DEFAULT '',
+        created_at TEXT    NOT NULL DEFAULT (datetime('now'))
+    )""",
+    "CREATE INDEX IF NOT EXISTS note_by_owner ON note (owner_id, id)",
+)
 
 
 #: The ``DATABASE`` value that keeps the data in memory.
@@ -88,24 +85,41 @@ def close_db(exc: BaseException | None = None) -> None:
         conn.close()
 
 
+def _make_tables(conn: sqlite3.Connection, drop_first: bool) -> bool:
+    """Make the tables in one write transaction; return True if they were missing.
+
+    ``BEGIN IMMEDIATE`` takes the database's write lock before the check, so workers that
+    build the app on the same new file at once take turns: the first makes the tables, the
+    others wait for it (the connection's busy timeout) and then find them.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if drop_first:
+            conn.execute("DROP TABLE IF EXISTS note")
+            conn.execute("DROP TABLE IF EXISTS account")
+        missing = (
+            conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'account'"
+            ).fetchone()
+            is None
+        )
+        for statement in TABLES:
+            conn.execute(statement)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return missing
+
+
 def create_schema() -> None:
     """(Re)create every table, discarding existing data."""
-    conn = get_db()
-    conn.executescript(SCHEMA)
-    conn.commit()
+    _make_tables(get_db(), drop_first=True)
 
 
 def ensure_schema() -> bool:
     """Create the schema unless it is already there. Returns True if it was created."""
-    found = (
-        get_db()
-        .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'account'")
-        .fetchone()
-    )
-    if found is None:
-        create_schema()
-        return True
-    return False
+    return _make_tables(get_db(), drop_first=False)
 
 
 def init_db_command() -> None:
