@@ -290,6 +290,63 @@ def test_json_api_round_trip(client):
     assert client.delete(f"/api/notes/{created['id']}").status_code == 404
 
 
+def test_a_write_does_not_wait_for_readers_of_the_database_file(client, app):
+    """Readers in other workers do not hold up a write (the file is in WAL mode): under
+    saturation, writers waiting for a moment without readers answered 500 'database is
+    locked' after the busy timeout."""
+    signed_up(client)
+    reader = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM note").fetchone() == (0,)  # a read, open
+        answers = []
+        writer = threading.Thread(
+            target=lambda: answers.append(client.post("/api/notes", json={"title": "during"}))
+        )
+        writer.start()
+        writer.join(3.0)  # far below the busy timeout: the write must not be waiting
+        assert not writer.is_alive() and [res.status_code for res in answers] == [201]
+        # The open read still sees the database as it was when it began.
+        assert reader.execute("SELECT COUNT(*) FROM note").fetchone() == (0,)
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT COUNT(*) FROM note").fetchone() == (1,)
+    finally:
+        reader.close()
+        writer.join()
+
+
+def test_no_write_lock_is_held_between_a_requests_statements(client, app):
+    """Each write commits by itself, inside SQLite: between two statements of a request
+    (while Python code runs, and threads switch) the write lock is free for other workers.
+    A lock held from an INSERT to a later commit() made writers under load wait out their
+    busy timeout and answer 500 'database is locked'."""
+    other = sqlite3.connect(app.config["DATABASE"], timeout=0, isolation_level=None)
+    held_at: list[str] = []
+
+    def try_to_write(statement: str) -> None:
+        try:
+            other.execute("BEGIN IMMEDIATE")  # takes the write lock, or fails at once
+        except sqlite3.OperationalError:
+            held_at.append(statement)
+        else:
+            other.execute("ROLLBACK")
+
+    @app.before_request
+    def watch_statements() -> None:
+        get_db().set_trace_callback(try_to_write)
+
+    try:
+        signed_up(client)
+        assert client.post("/api/notes", json={"title": "one"}).status_code == 201
+        form = {"title": "two", "body": ""}
+        assert client.post("/notes/new", data=form).status_code == 302
+        assert client.delete("/api/notes/1").status_code == 204
+        assert held_at == []
+        assert [r[0] for r in other.execute("SELECT title FROM note")] == ["two"]
+    finally:
+        other.close()
+
+
 def test_json_api_validates_input(client):
     signed_up(client)
     res = client.post("/api/notes", data="not json", content_type="application/json")
