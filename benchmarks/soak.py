@@ -269,6 +269,10 @@ def _rss(workers: Sequence[psutil.Process]) -> list[float]:
     return [worker.memory_info().rss / MiB for worker in workers]
 
 
+def _threads(workers: Sequence[psutil.Process]) -> list[int]:
+    return [worker.num_threads() for worker in workers]
+
+
 def _log_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"carboy-benchmarks-{os.getuid()}" / "logs"
 
@@ -305,6 +309,7 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
             time.sleep(0.5)  # let the workers settle before reading their memory
             warm = _rss(workers)
             timeline = [warm]
+            threads = [_threads(workers)]
             left = settings.seconds
             while left > 0:
                 run = min(SLICE, left)
@@ -312,11 +317,13 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
                 left -= run
                 time.sleep(0.5)
                 timeline.append(_rss(workers))
+                threads.append(_threads(workers))
                 say(
                     f"{label}: {settings.seconds - left:g}/{settings.seconds:g} s,"
                     f" {loads[-1].rps:.0f} req/s, RSS "
                     + ", ".join(f"{mb:.2f}" for mb in timeline[-1])
-                    + " MiB"
+                    + " MiB, threads "
+                    + ", ".join(map(str, threads[-1]))
                 )
             restarted = sorted(w.pid for w in workers) != sorted(
                 w.pid for w in workers_of(proc.pid)
@@ -342,6 +349,8 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
         "rss_warm_mb": warm,
         "rss_end_mb": end,
         "rss_timeline_mb": timeline,
+        # each worker's thread count, read with each RSS reading
+        "threads_timeline": threads,
         "growth_pct": [(e - w) / w * 100 for w, e in zip(warm, end, strict=True)],
         "log": str(log),
     }
