@@ -46,7 +46,7 @@ def ensure_bytecode() -> None:
             raise RuntimeError(f"could not byte-compile {tree}")
 
 
-def _script(name: str) -> str:
+def script(name: str) -> str:
     """The console script *name* of this interpreter's environment."""
     path = Path(sys.executable).with_name(name)
     if not path.is_file():
@@ -59,7 +59,7 @@ def _granian(interface: str) -> Callable[[str, int], list[str]]:
         # One blocking (Python) thread: with one core, more threads only contend for the GIL
         # (granian's default allows hundreds, and warns about it).
         return [
-            _script("granian"), "--interface", interface, "--host", "127.0.0.1",
+            script("granian"), "--interface", interface, "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1", "--runtime-threads", "1",
             "--blocking-threads", "1", "--http", "1", "--no-ws", "--log-level", "warning",
             target,
@@ -70,14 +70,14 @@ def _granian(interface: str) -> Callable[[str, int], list[str]]:
 
 def _gunicorn(target: str, port: int) -> list[str]:
     return [
-        _script("gunicorn"), "--worker-class", "sync", "--workers", "1",
+        script("gunicorn"), "--worker-class", "sync", "--workers", "1",
         "--bind", f"127.0.0.1:{port}", "--backlog", "2048", "--log-level", "warning", target,
     ]  # fmt: skip
 
 
 def _uvicorn(target: str, port: int) -> list[str]:
     return [
-        _script("uvicorn"), "--interface", "asgi3", "--host", "127.0.0.1", "--port", str(port),
+        script("uvicorn"), "--interface", "asgi3", "--host", "127.0.0.1", "--port", str(port),
         "--lifespan", "on", "--no-access-log", "--log-level", "warning", target,
     ]  # fmt: skip
 
@@ -119,6 +119,61 @@ def ask(port: int, request: Request, timeout: float = 10.0) -> Answer:
         return Answer(response.status, headers, body)
     finally:
         conn.close()
+
+
+def launch(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start *command* in the repository, in its own process group (stopped by
+    :func:`stop_group`), with ``ROOT`` importable, the extra *env* variables, and its output
+    in the file *log*."""
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
+    environ["PYTHONUNBUFFERED"] = "1"
+    environ.update(env or {})
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the process group that *proc* leads (see :func:`launch`): SIGTERM, then SIGKILL."""
+    group = proc.pid  # start_new_session: the group id is the leader's pid
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()
+            try:
+                os.killpg(group, 0)  # anyone left in the group?
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    proc.wait(timeout=STOP_TIMEOUT)
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    """The worker processes of the server *pid*: its descendants that are not
+    multiprocessing helpers (granian's and gunicorn's workers are its children)."""
+    return [
+        child
+        for child in psutil.Process(pid).children(recursive=True)
+        if "multiprocessing" not in " ".join(child.cmdline())
+    ]
 
 
 def peak_rss(process: psutil.Process) -> int:
@@ -168,20 +223,7 @@ class Server:
 
     def __enter__(self) -> Server:
         ensure_bytecode()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "wb") as log:
-            self._proc = subprocess.Popen(
-                ["taskset", "-c", str(self.cpu), *self.command],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = launch(["taskset", "-c", str(self.cpu), *self.command], self.log)
         try:
             self._wait_until_serving()
             self.worker = self._find_worker()
@@ -213,14 +255,9 @@ class Server:
         """The process that runs the app: the server's only child that is not a
         multiprocessing helper, or the server process itself when it has none."""
         assert self._proc is not None
-        root = psutil.Process(self._proc.pid)
-        workers = [
-            child
-            for child in root.children(recursive=True)
-            if "multiprocessing" not in " ".join(child.cmdline())
-        ]
+        workers = workers_of(self._proc.pid)
         if not workers:
-            return root
+            return psutil.Process(self._proc.pid)
         if len(workers) > 1:
             raise RuntimeError(f"{self.describe()} runs {len(workers)} workers, expected one")
         return workers[0]
@@ -248,21 +285,4 @@ class Server:
         if proc is None:
             return
         self._proc = None
-        group = proc.pid  # start_new_session: the group id is the leader's pid
-        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                proc.poll()
-                try:
-                    os.killpg(group, 0)  # anyone left in the group?
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            break
-        proc.wait(timeout=STOP_TIMEOUT)
+        stop_group(proc)

@@ -103,13 +103,19 @@ def parse(output: str) -> Load:
 def _wrk(
     url: str, request: Request, seconds: float, connections: int, cpu: int, exit_after: int | None
 ) -> str:
+    return _wrk_script(
+        url + request.target, lua_script(request, exit_after), seconds, connections, cpu
+    )
+
+
+def _wrk_script(url: str, script: str, seconds: float, connections: int, cpu: int) -> str:
     with tempfile.TemporaryDirectory(prefix="carboy-wrk-") as tmp:
-        script = Path(tmp) / "request.lua"
-        script.write_text(lua_script(request, exit_after))
+        path = Path(tmp) / "request.lua"
+        path.write_text(script)
         cmd = [
             "taskset", "-c", str(cpu),
             "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-            "--timeout", "10s", "-s", str(script), url + request.target,
+            "--timeout", "10s", "-s", str(path), url,
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if proc.returncode != 0:
@@ -130,3 +136,9 @@ def send(url: str, request: Request, count: int, connections: int, cpu: int) -> 
     output = _wrk(url, request, 600, connections, cpu, count)
     if " requests in " in output:  # wrk printed its report: it ran its full duration
         raise RuntimeError(f"wrk did not reach {count} responses:\n{output}")
+
+
+def run_script(url: str, script: str, seconds: float, connections: int, cpu: int) -> Load:
+    """Load *url* for *seconds* with the wrk Lua *script* (which may build each request
+    itself, in a ``request()`` function) and report what wrk measured."""
+    return parse(_wrk_script(url, script, seconds, connections, cpu))

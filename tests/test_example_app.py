@@ -110,6 +110,46 @@ def test_in_memory_writers_wait_for_each_other(tmp_path):
     assert done == [2]
 
 
+def test_workers_booting_together_make_the_schema_once(tmp_path):
+    """A server's workers each build the app on a new database file at the same time. One
+    that finds no tables while another is making them must wait for it and keep what it
+    made: checking and creating the schema are one step. (Before, the later worker dropped
+    the first one's tables, or failed to boot on 'table account already exists'.)"""
+    path = tmp_path / "notes.sqlite"
+    other = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another worker, in the middle of making the schema
+        other.execute(
+            "CREATE TABLE account (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+            " joined_at TEXT NOT NULL DEFAULT (datetime('now')))"
+        )
+        booted: list[object] = []
+
+        def boot() -> None:
+            try:
+                booted.append(create_app({"DATABASE": str(path), "TESTING": True}))
+            except Exception as exc:  # reported by the assertion below
+                booted.append(exc)
+
+        thread = threading.Thread(target=boot)
+        thread.start()
+        thread.join(0.5)  # it reaches the database and waits for the lock
+        other.execute("INSERT INTO account (username, password_hash) VALUES ('early', 'x')")
+        other.execute(
+            "CREATE TABLE note (id INTEGER PRIMARY KEY AUTOINCREMENT, owner_id INTEGER NOT NULL"
+            " REFERENCES account (id) ON DELETE CASCADE, title TEXT NOT NULL,"
+            " body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT (datetime('now')))"
+        )
+        other.execute("COMMIT")
+        thread.join(10.0)
+        assert not thread.is_alive()
+        assert len(booted) == 1 and not isinstance(booted[0], Exception), booted
+        assert other.execute("SELECT username FROM account").fetchall() == [("early",)]
+    finally:
+        other.close()
+
+
 def test_prefixed_env_overrides_defaults(monkeypatch, tmp_path):
     db_path = tmp_path / "env.sqlite"
     monkeypatch.setenv("CARBOY_SECRET_KEY", "from-the-environment")
@@ -248,6 +288,63 @@ def test_json_api_round_trip(client):
     assert gone.status_code == 404
     assert gone.get_json()["error"]["status"] == 404
     assert client.delete(f"/api/notes/{created['id']}").status_code == 404
+
+
+def test_a_write_does_not_wait_for_readers_of_the_database_file(client, app):
+    """Readers in other workers do not hold up a write (the file is in WAL mode): under
+    saturation, writers waiting for a moment without readers answered 500 'database is
+    locked' after the busy timeout."""
+    signed_up(client)
+    reader = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM note").fetchone() == (0,)  # a read, open
+        answers = []
+        writer = threading.Thread(
+            target=lambda: answers.append(client.post("/api/notes", json={"title": "during"}))
+        )
+        writer.start()
+        writer.join(3.0)  # far below the busy timeout: the write must not be waiting
+        assert not writer.is_alive() and [res.status_code for res in answers] == [201]
+        # The open read still sees the database as it was when it began.
+        assert reader.execute("SELECT COUNT(*) FROM note").fetchone() == (0,)
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT COUNT(*) FROM note").fetchone() == (1,)
+    finally:
+        reader.close()
+        writer.join()
+
+
+def test_no_write_lock_is_held_between_a_requests_statements(client, app):
+    """Each write commits by itself, inside SQLite: between two statements of a request
+    (while Python code runs, and threads switch) the write lock is free for other workers.
+    A lock held from an INSERT to a later commit() made writers under load wait out their
+    busy timeout and answer 500 'database is locked'."""
+    other = sqlite3.connect(app.config["DATABASE"], timeout=0, isolation_level=None)
+    held_at: list[str] = []
+
+    def try_to_write(statement: str) -> None:
+        try:
+            other.execute("BEGIN IMMEDIATE")  # takes the write lock, or fails at once
+        except sqlite3.OperationalError:
+            held_at.append(statement)
+        else:
+            other.execute("ROLLBACK")
+
+    @app.before_request
+    def watch_statements() -> None:
+        get_db().set_trace_callback(try_to_write)
+
+    try:
+        signed_up(client)
+        assert client.post("/api/notes", json={"title": "one"}).status_code == 201
+        form = {"title": "two", "body": ""}
+        assert client.post("/notes/new", data=form).status_code == 302
+        assert client.delete("/api/notes/1").status_code == 204
+        assert held_at == []
+        assert [r[0] for r in other.execute("SELECT title FROM note")] == ["two"]
+    finally:
+        other.close()
 
 
 def test_json_api_validates_input(client):

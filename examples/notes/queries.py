@@ -1,4 +1,8 @@
-"""Data access shared by the HTML pages and the JSON API."""
+"""Data access shared by the HTML pages and the JSON API.
+
+Each write is one statement, committed by itself (the connection is in autocommit mode, see
+:func:`~examples.notes.db.get_db`).
+"""
 
 from __future__ import annotations
 
@@ -31,9 +35,7 @@ def create_account(username: str, password: str) -> int:
             (username, generate_password_hash(password)),
         )
     except sqlite3.IntegrityError:
-        conn.rollback()
         raise UsernameTaken(username) from None
-    conn.commit()
     return t.cast(int, cur.lastrowid)
 
 
@@ -78,14 +80,12 @@ def add_note(owner_id: int, title: str, body: str) -> int:
     cur = conn.execute(
         "INSERT INTO note (owner_id, title, body) VALUES (?, ?, ?)", (owner_id, title, body)
     )
-    conn.commit()
     return t.cast(int, cur.lastrowid)
 
 
 def remove_note(owner_id: int, note_id: int) -> bool:
     conn = get_db()
     cur = conn.execute("DELETE FROM note WHERE id = ? AND owner_id = ?", (note_id, owner_id))
-    conn.commit()
     return cur.rowcount > 0
 
 
