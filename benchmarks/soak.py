@@ -246,6 +246,11 @@ def python_load(port: int, mix: Mix, seconds: float, connections: int) -> wrk.Lo
     )
 
 
+#: The warm-up's opening burst: this many times the connections, for at most BURST_SECONDS.
+BURST = 4
+BURST_SECONDS = 20.0
+
+
 @dataclass
 class Settings:
     seconds: float
@@ -256,13 +261,14 @@ class Settings:
     growth_limit: float
 
 
-def _load(port: int, mix: Mix, seconds: float, settings: Settings) -> wrk.Load:
+def _load(
+    port: int, mix: Mix, seconds: float, settings: Settings, connections: int | None = None
+) -> wrk.Load:
+    connections = connections or settings.connections
     if settings.client == "wrk":
         url = f"http://127.0.0.1:{port}"
-        return wrk.run_script(
-            url, lua_script(mix), seconds, settings.connections, settings.client_cpu
-        )
-    return python_load(port, mix, seconds, settings.connections)
+        return wrk.run_script(url, lua_script(mix), seconds, connections, settings.client_cpu)
+    return python_load(port, mix, seconds, connections)
 
 
 def _rss(workers: Sequence[psutil.Process]) -> list[float]:
@@ -304,8 +310,16 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
         try:
             workers = _wait_for_workers(proc.pid, port, log)
             mix = prepare(port)
-            say(f"{label}: warm-up {settings.warmup:g} s")
-            loads = [_load(port, mix, settings.warmup, settings)]
+            # The warm-up opens with a burst at BURST times the connections, so that each
+            # worker's pools (carboy's sync-view threads under ASGI: a thread is added only
+            # when all are busy, up to MAX_SYNC_THREADS) reach the size a load peak gives
+            # them before memory is first read; what grows after that grows per request.
+            burst = min(BURST_SECONDS, settings.warmup / 3)
+            say(f"{label}: warm-up {settings.warmup:g} s ({burst:g} s at {BURST}x connections)")
+            loads = [
+                _load(port, mix, burst, settings, settings.connections * BURST),
+                _load(port, mix, settings.warmup - burst, settings),
+            ]
             time.sleep(0.5)  # let the workers settle before reading their memory
             warm = _rss(workers)
             timeline = [warm]
@@ -331,7 +345,7 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
             notes = _count_notes(database)
         finally:
             stop_group(proc)
-    soaked = loads[1:]
+    soaked = loads[2:]
     end = timeline[-1]
     return {
         "server": key,
@@ -343,7 +357,7 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
         "rps": sum(load.requests for load in soaked) / sum(load.seconds for load in soaked),
         "non_2xx": sum(load.non_2xx for load in loads),
         "socket_errors": sum(load.socket_errors for load in loads),
-        "warmup_requests": loads[0].requests,
+        "warmup_requests": loads[0].requests + loads[1].requests,
         "workers_restarted": restarted,
         "notes_stored": notes,
         "rss_warm_mb": warm,
