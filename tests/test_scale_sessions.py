@@ -644,3 +644,80 @@ WRITE_COMMANDS = {
     "rename",
     "sadd",
 }
+
+
+def test_session_lock_config_locks_every_session_request(
+    machine: tuple[redis.Redis, str],
+) -> None:
+    rc, prefix = machine
+    app = make_app(MACHINE_URL, prefix, SESSION_LOCK=True, SESSION_LOCK_WAIT=0.1)
+    seen: list[bool] = []
+
+    @app.post("/plus")
+    def plus() -> str:
+        session["n"] = session.get("n", 0) + 1
+        seen.append(bool(rc.exists(f"{prefix}{{{session.sid}}}:lock")))
+        return str(session["n"])
+
+    c = app.test_client()
+    assert c.post("/plus").text == "1"  # a new session: nothing to lock yet
+    assert c.post("/plus").text == "2"
+    assert seen == [False, True]
+    sid = c.get_cookie("session").value  # type: ignore[union-attr]
+    assert not rc.exists(f"{prefix}{{{sid}}}:lock")
+
+
+def test_regenerate_on_login_through_flask_logins_signal(
+    machine: tuple[redis.Redis, str],
+) -> None:
+    signals = pytest.importorskip("flask_login.signals")
+    _, prefix = machine
+    app = make_app(MACHINE_URL, prefix, SESSION_REGENERATE_ON_LOGIN=True)
+
+    @app.post("/login")
+    def login() -> str:
+        session["_user_id"] = "dave"  # what flask_login.login_user does, then it signals
+        signals.user_logged_in.send(app, user=object())
+        return "in"
+
+    @app.post("/s")
+    def s() -> str:
+        session["a"] = 1
+        return "ok"
+
+    c = app.test_client()
+    c.post("/s")
+    before = c.get_cookie("session").value  # type: ignore[union-attr]
+    c.post("/login")
+    after = c.get_cookie("session").value  # type: ignore[union-attr]
+    assert after != before
+    with app.test_request_context(headers={"Cookie": f"session={before}"}):
+        assert dict(session) == {}
+    with app.test_request_context(headers={"Cookie": f"session={after}"}):
+        assert dict(session) == {"a": 1, "_user_id": "dave"}
+
+
+def test_async_helpers_and_async_views_without_session_in_an_outage(app: carboy.Carboy) -> None:
+    with RedisServer() as server:
+        redis_app(app, "async:")
+        app.config["REDIS_URL"] = server.url
+        app.extensions.pop("carboy.redis", None)
+        Session(app)
+
+        @app.post("/aincr")
+        async def aincr() -> str:
+            n = await session.aincrement("n", 2)  # type: ignore[attr-defined]
+            items = await session.aappend_to("l", n)  # type: ignore[attr-defined]
+            return f"{n} {items}"
+
+        @app.get("/afree")
+        async def afree() -> str:
+            return "free"
+
+        c = app.test_client()
+        assert c.post("/aincr").text == "2 [2]"
+        assert c.post("/aincr").text == "4 [2, 4]"
+        server.stop()
+        assert c.get("/afree").status_code == 200  # its session is never used
+        assert c.post("/aincr").status_code == 503
+        server.start()
