@@ -8,6 +8,10 @@ method chain, ASGI). Tests that count commands or stop Redis use a ``RedisServer
 
 from __future__ import annotations
 
+import random
+import shutil
+import socket
+import subprocess
 import time
 import typing as t
 import uuid
@@ -556,7 +560,8 @@ def test_concurrent_distinct_keys_increments_and_locked_rmw_are_exact(
         _distinct_increments_locked(client)
 
 
-def _distinct_increments_locked(base: httpx.Client) -> None:
+def _distinct_increments_locked(client: httpx.Client) -> None:
+    base = client
     cookie = new_session(base)
     responses = drive(base, cookie, [("POST", f"/set/k{i}") for i in range(400)])
     assert Counter(r.status_code for r in responses) == {200: 400}
@@ -721,3 +726,112 @@ def test_async_helpers_and_async_views_without_session_in_an_outage(app: carboy.
         assert c.get("/afree").status_code == 200  # its session is never used
         assert c.post("/aincr").status_code == 503
         server.start()
+
+
+def _cluster_port() -> int:
+    """A free loopback port below 55536 whose cluster-bus port (+10000) is free too."""
+    for _ in range(100):
+        port = random.randrange(20000, 50000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    pytest.fail("no free port pair for a cluster node")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A 3-node Redis Cluster on loopback ports (no replicas); yields its redis+cluster URL."""
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        pytest.skip("redis-cli is not installed (Debian package redis-tools)")
+    nodes = [RedisServer(["--cluster-enabled", "yes"]) for _ in range(3)]
+    for node in nodes:
+        node.port = _cluster_port()  # its bus listens on port + 10000
+    try:
+        for node in nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [binary, "--cluster", "create", *addresses, "--cluster-yes", "--cluster-replicas", "0"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 20
+        while any(n.client().cluster("info")["cluster_state"] != "ok" for n in nodes):
+            if time.monotonic() > deadline:
+                pytest.fail("the Redis Cluster did not become ready")
+            time.sleep(0.1)
+        yield "redis+cluster://" + ",".join(addresses)
+    finally:
+        for node in nodes:
+            node.__exit__(None, None, None)
+
+
+def test_on_a_redis_cluster(cluster: str) -> None:
+    """The same behaviour on a 3-node Cluster: per-key merge, nested mutation, increment,
+    append, locks, regenerate and revocation (the user's set lives in another slot)."""
+    app = make_app(cluster, "c:", SESSION_LOCK_WAIT=5)
+
+    @app.post("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        return "set"
+
+    @app.get("/all")
+    def everything() -> dict[str, t.Any]:
+        return dict(session)
+
+    @app.post("/cart/<item>")
+    def cart(item: str) -> str:
+        session.setdefault("cart", []).append(item)
+        return "ok"
+
+    @app.post("/incr")
+    def incr() -> str:
+        return f"{session.increment('n')} {session.append_to('l', 1)}"
+
+    @app.post("/plus")
+    @session_lock
+    def plus() -> str:
+        session["m"] = session.get("m", 0) + 1
+        return "ok"
+
+    @app.post("/login/<user>")
+    def login(user: str) -> str:
+        session.regenerate()
+        session.bind_user(user)
+        return "in"
+
+    c = app.test_client()
+    c.post("/set/a/1")
+    other = app.test_client()
+    other.set_cookie("session", c.get_cookie("session").value)  # type: ignore[union-attr]
+    other.post("/set/b/2")
+    c.post("/cart/x")
+    c.post("/cart/y")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: c.post("/incr"), range(50)))
+        list(pool.map(lambda _: c.post("/plus"), range(50)))
+    got = c.get("/all").json
+    assert got["a"] == "1" and got["b"] == "2" and got["cart"] == ["x", "y"]
+    assert got["n"] == 50 and got["l"] == [1] * 50 and got["m"] == 50
+    old = c.get_cookie("session").value  # type: ignore[union-attr]
+    phone = app.test_client()
+    for device in (c, phone):
+        device.post("/login/erin")
+    assert c.get_cookie("session").value != old  # type: ignore[union-attr]
+    with app.test_request_context(headers={"Cookie": f"session={old}"}):
+        assert dict(session) == {}
+    with app.app_context():
+        assert revoke_user_sessions("erin") == 2
+    assert c.get("/all").json == {} and phone.get("/all").json == {}
+
+
+def test_concurrency_proofs_on_a_cluster_with_gunicorn(cluster: str, tmp_path: Path) -> None:
+    with served(cluster, "cs:", tmp_path / "gunicorn.log") as server, http(server.base_url) as c:
+        _distinct_increments_locked(c)
