@@ -30,6 +30,7 @@ from carboy import session
 from carboy.scale.sessions import (
     CREATED_FIELD,
     RedisSession,
+    RedisSessionInterface,
     Session,
     _script,
     revoke_user_sessions,
@@ -835,3 +836,34 @@ def test_on_a_redis_cluster(cluster: str) -> None:
 def test_concurrency_proofs_on_a_cluster_with_gunicorn(cluster: str, tmp_path: Path) -> None:
     with served(cluster, "cs:", tmp_path / "gunicorn.log") as server, http(server.base_url) as c:
         _distinct_increments_locked(c)
+
+
+def test_session_redis_client_and_flask_sessions_constructor(
+    machine: tuple[redis.Redis, str],
+) -> None:
+    """``SESSION_REDIS`` is used as given (no connection layer is made), and the interface
+    takes Flask-Session 0.8's constructor arguments, app first."""
+    rc, prefix = machine
+    app = carboy.Carboy(__name__)
+    app.config.update(
+        SECRET_KEY="k", SESSION_TYPE="redis", SESSION_REDIS=rc, SESSION_KEY_PREFIX=prefix
+    )
+    Session(app)
+    assert "carboy.redis" not in app.extensions
+    assert app.session_interface.client is rc  # type: ignore[attr-defined]
+
+    @app.post("/s")
+    def s() -> str:
+        session["a"] = 1
+        return "ok"
+
+    app.test_client().post("/s")
+    assert len(keys_of(rc, prefix)) == 1
+    interface = RedisSessionInterface(app, rc, prefix, True, False, 24, "msgpack")
+    assert (interface.key_prefix, interface.use_signer, interface.permanent) == (
+        prefix,
+        True,
+        False,
+    )
+    with pytest.raises(ValueError, match="SESSION_ID_LENGTH"):
+        RedisSessionInterface(app, rc, sid_length=4)

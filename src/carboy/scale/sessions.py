@@ -363,7 +363,7 @@ class RedisSession(SessionMixin):
         interface = self._interface
         if self._exists and self.sid is not None:
             try:
-                interface.client(self._app).delete(interface.key(self.sid))
+                interface.redis_client(self._app).delete(interface.key(self.sid))
             except redis.RedisError:
                 raise SessionUnavailable(_UNREACHABLE) from None
         self.sid = interface.new_sid(self._app)
@@ -418,11 +418,16 @@ class RedisSessionInterface(SessionInterface):
     """Store sessions in Redis hashes, merging each request's changes key by key.
 
     Flask-compatible: ``flask_session.redis.RedisSessionInterface``'s constructor arguments
-    (*client*, *key_prefix*, *use_signer*, *permanent*, *sid_length*). Made by
-    :class:`Session` from the ``SESSION_*`` config; see the module docs for the behaviour.
+    (*app*, *client*, *key_prefix*, *use_signer*, *permanent*, *sid_length*,
+    *serialization_format*). Made by :class:`Session` from the ``SESSION_*`` config; see the
+    module docs for the behaviour.
 
+    :param app: accepted for Flask-Session's signature; not needed.
     :param client: a sync ``redis.Redis`` (``SESSION_REDIS``), or ``None`` to use the app's
         :class:`~carboy.scale.connection.RedisConnection`.
+    :param serialization_format: accepted for Flask-Session's signature and ignored: values are
+        always carboy's tagged JSON, so that the server-side helpers can work on them.
+    :raises ValueError: *sid_length* is not an int from 16 to 128.
 
     .. versionadded:: 0.1
     """
@@ -432,15 +437,18 @@ class RedisSessionInterface(SessionInterface):
 
     def __init__(
         self,
+        app: Carboy | None = None,
         client: t.Any = None,
         key_prefix: str = "session:",
         use_signer: bool = False,
         permanent: bool = True,
         sid_length: int = 32,
+        serialization_format: str = "json",
     ) -> None:
         if not isinstance(sid_length, int) or not 16 <= sid_length <= 128:
             raise ValueError("SESSION_ID_LENGTH must be an int from 16 to 128 (bytes).")
-        self._client = client
+        #: The ``redis.Redis`` given as ``SESSION_REDIS``, or ``None`` (the app's layer).
+        self.client = client
         self.key_prefix = key_prefix
         self.use_signer = use_signer
         self.permanent = permanent
@@ -449,10 +457,10 @@ class RedisSessionInterface(SessionInterface):
 
     # -- Redis -----------------------------------------------------------------------------
 
-    def client(self, app: Carboy) -> redis.Redis:
+    def redis_client(self, app: Carboy) -> redis.Redis:
         """The sync client: ``SESSION_REDIS`` or the app's connection layer's."""
-        if self._client is not None:
-            return t.cast(redis.Redis, self._client)
+        if self.client is not None:
+            return t.cast(redis.Redis, self.client)
         layer = app.extensions.get(EXTENSION_KEY)
         if layer is None:
             layer = RedisConnection(app, url=app.config.get("REDIS_URL") or "redis://127.0.0.1")
@@ -469,7 +477,7 @@ class RedisSessionInterface(SessionInterface):
         return scripts
 
     def _run(self, name: str, app: Carboy, keys: list[str], args: list[t.Any]) -> t.Any:
-        client = self.client(app)
+        client = self.redis_client(app)
         return self._scripts_of(client)[name](keys=keys, args=args, client=client)
 
     def key(self, sid: str) -> str:
@@ -508,7 +516,7 @@ class RedisSessionInterface(SessionInterface):
         )
         key = self.key(sid) + ":lock"
         token = secrets.token_hex(16)
-        client = self.client(app)
+        client = self.redis_client(app)
         deadline = time.monotonic() + wait
         pause = 0.002
         while not client.set(key, token, nx=True, px=expiry):
@@ -622,7 +630,7 @@ class RedisSessionInterface(SessionInterface):
         if not data:
             # Emptied (or a new session never filled): the key and its cookie go.
             if session._exists and session.sid is not None:
-                self.client(app).delete(self.key(session.sid))
+                self.redis_client(app).delete(self.key(session.sid))
             if session._cookie_sid is not None:
                 response.delete_cookie(cookie_name, **attrs)
                 response.vary.add("Cookie")
@@ -649,7 +657,7 @@ class RedisSessionInterface(SessionInterface):
         user = data.get(USER_KEY)
         if user is not None and (not session._exists or USER_KEY in sets[::2]):
             members = self.user_key(str(user))
-            pipe = self.client(app).pipeline(transaction=False)
+            pipe = self.redis_client(app).pipeline(transaction=False)
             pipe.sadd(members, session.sid)
             pipe.pexpire(members, lifetime + self._absolute_ms(app))
             pipe.execute()
@@ -715,7 +723,7 @@ def revoke_user_sessions(user_id: t.Any, app: Carboy | None = None) -> int:
     interface = app.session_interface
     if not isinstance(interface, RedisSessionInterface):
         raise RuntimeError("revoke_user_sessions() needs SESSION_TYPE = 'redis'.")
-    client = interface.client(app)
+    client = interface.redis_client(app)
     members_key = interface.user_key(str(user_id))
     sids = [m.decode() for m in client.smembers(members_key)]  # type: ignore[union-attr]
     ended = 0
@@ -764,6 +772,7 @@ class Session:
         if client is None and EXTENSION_KEY not in app.extensions and config.get("REDIS_URL"):
             RedisConnection(app)
         app.session_interface = RedisSessionInterface(
+            app,
             client=client,
             key_prefix=config["SESSION_KEY_PREFIX"],
             use_signer=bool(config["SESSION_USE_SIGNER"]),
