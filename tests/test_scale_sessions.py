@@ -183,6 +183,12 @@ def redis_app(app: carboy.Carboy, prefix: str, **config: t.Any) -> carboy.Carboy
         session["m"] = session.get("m", 0) + 1
         return str(session["m"])
 
+    @app.post("/async/locked")
+    @session_lock
+    async def async_locked() -> str:
+        session["m"] = session.get("m", 0) + 1
+        return str(session["m"])
+
     return app
 
 
@@ -508,8 +514,11 @@ def test_lock_wait_is_bounded_with_a_clear_503_and_a_dead_holder_expires(
     rc.set(lock, "a dead worker's token", px=600)
     r = c.post("/locked")
     assert r.status_code == 503 and b"busy" in r.data and r.headers["Retry-After"] == "1"
+    assert c.post("/async/locked").status_code == 503
     time.sleep(0.65)  # the dead holder's lock expires
     assert c.post("/locked").text == "2"
+    assert c.post("/async/locked").text == "3"
+    assert not rc.exists(lock)
 
 
 def test_redis_outage_in_process(app: carboy.Carboy) -> None:
