@@ -565,6 +565,8 @@ class RedisSessionInterface(SessionInterface):
         """A lazily loaded session for the request's cookie: no Redis call until the session
         is used, except for an async view under ASGI, whose session is loaded here (in the
         thread pool) so that the view never waits on Redis on the event loop."""
+        # PERF: no Redis call here: a request that never touches its session (or has no
+        # session cookie) costs Redis nothing, and keeps working while Redis is down.
         sid = self._sid_from_cookie(app, request.cookies.get(self.get_cookie_name(app)))
         view = None
         endpoint = getattr(request, "endpoint", None)
