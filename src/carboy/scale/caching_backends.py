@@ -134,10 +134,18 @@ class BaseBackend:
         """The stored bytes and the seconds left before they expire (``None``: no expiry)."""
         return None, None
 
-    def lock(self, key: str, token: str, ttl: float) -> bool | None:
-        """Take *key*'s recompute lock for *ttl* seconds: True if taken, False if another
-        holds it, ``None`` if the store cannot tell (outage: compute without coordination)."""
-        return None
+    def lock(
+        self, key: str, token: str, ttl: float, stale: float
+    ) -> tuple[bool | None, bytes | None]:
+        """Take *key*'s recompute lock for *ttl* seconds unless the entry is fresh (more
+        than *stale* seconds left), in one step.
+
+        Returns ``(taken, fresh)``: ``(False, bytes)`` with the entry when it is fresh (a
+        caller filled it since this one looked), ``(True, None)`` if taken, ``(False, None)``
+        if another caller holds it, ``(None, None)`` if the store cannot tell (outage: compute
+        without coordination).
+        """
+        return None, None
 
     def poll(self, key: str) -> tuple[bytes | None, bool]:
         """The stored bytes, and whether *key*'s lock is still held."""
@@ -153,8 +161,10 @@ class BaseBackend:
     async def aentry(self, key: str) -> tuple[bytes | None, float | None]:
         return self.entry(key)
 
-    async def alock(self, key: str, token: str, ttl: float) -> bool | None:
-        return self.lock(key, token, ttl)
+    async def alock(
+        self, key: str, token: str, ttl: float, stale: float
+    ) -> tuple[bool | None, bytes | None]:
+        return self.lock(key, token, ttl, stale)
 
     async def apoll(self, key: str) -> tuple[bytes | None, bool]:
         return self.poll(key)
@@ -261,14 +271,19 @@ class SimpleCache(BaseBackend):
             return None, None
         return item[1], (item[0] - now if item[0] else None)
 
-    def lock(self, key: str, token: str, ttl: float) -> bool | None:
+    def lock(
+        self, key: str, token: str, ttl: float, stale: float
+    ) -> tuple[bool | None, bytes | None]:
         now = time.monotonic()
         with self._mutex:
+            item = self._live(key, now)
+            if item is not None and (not item[0] or item[0] - now > stale):
+                return False, item[1]
             held = self._locks.get(key)
             if held is not None and held[1] > now:
-                return False
+                return False, None
             self._locks[key] = (token, now + ttl)
-            return True
+            return True, None
 
     def poll(self, key: str) -> tuple[bytes | None, bool]:
         now = time.monotonic()
@@ -297,16 +312,28 @@ def _script_source(name: str) -> str:
     return resources.files("carboy.scale").joinpath(f"lua/{name}.lua").read_text("utf-8")
 
 
-def lock_key(full_key: str) -> str:
-    """The lock's key for an entry's (prefixed) key, in the entry's Redis Cluster hash slot.
+def _has_tag(key: str) -> bool:
+    """Whether Redis Cluster hashes *key* by a ``{...}`` tag (a non-empty one)."""
+    start = key.find("{")
+    return start != -1 and key.find("}", start + 1) > start + 1
 
-    A key without a complete ``{...}`` hash tag hashes whole, so ``{key}:lock`` is in its slot;
-    a key with one keeps the same first tag when a suffix is added.
+
+def lock_key(full_key: str) -> str:
+    """The lock's key for an entry's (prefixed) key, in the entry's Redis Cluster hash slot
+    when that can be done (see :func:`lock_shares_slot`).
+
+    A key hashed by its tag keeps the tag when a suffix is added; a key hashed whole is in the
+    same slot as ``{key}:lock`` if it has no ``}``.
     """
-    start = full_key.find("{")
-    if start != -1 and full_key.find("}", start + 2) != -1:
+    if _has_tag(full_key) or "}" in full_key:
         return full_key + ":lock"
     return "{" + full_key + "}:lock"
+
+
+def lock_shares_slot(full_key: str) -> bool:
+    """Whether :func:`lock_key` is in *full_key*'s slot: false only for a key with a ``}``
+    but no tag (such as ``a}b``), whose lock is then released in a second step on a cluster."""
+    return _has_tag(full_key) or "}" not in full_key
 
 
 class RedisCache(BaseBackend):
@@ -325,7 +352,9 @@ class RedisCache(BaseBackend):
         self.connection = connection
         self._down_until = 0.0
         self._logged = False
-        self._sources = {name: _script_source(name) for name in ("cache_fill", "cache_unlock")}
+        self._sources = {
+            name: _script_source(name) for name in ("cache_lock", "cache_fill", "cache_unlock")
+        }
         self._scripts: weakref.WeakKeyDictionary[t.Any, dict[str, t.Any]] = (
             weakref.WeakKeyDictionary()
         )
@@ -485,20 +514,51 @@ class RedisCache(BaseBackend):
         result = await self._acall(None, lambda r: self._entry_pipe(r, full).execute())
         return (None, None) if result is None else self._entry_result(result)
 
-    def lock(self, key: str, token: str, ttl: float) -> bool | None:
-        lk = lock_key(self.key_prefix + key)
-        return t.cast(
-            "bool | None",
-            self._call(None, lambda r: bool(r.set(lk, token, px=_ttl_ms(ttl), nx=True))),
+    @staticmethod
+    def _lock_result(result: t.Any) -> tuple[bool | None, bytes | None]:
+        if result is None:
+            return None, None
+        if result[0] == 2:
+            return False, result[1]
+        return result[0] == 1, None
+
+    def lock(
+        self, key: str, token: str, ttl: float, stale: float
+    ) -> tuple[bool | None, bytes | None]:
+        full = self.key_prefix + key
+        ms = _ttl_ms(ttl)
+        keys, args = [full, lock_key(full)], [token, ms, int(stale * 1000)]
+        if self._split(key):  # two steps: take the lock, then look at the entry again
+            taken = self._call(None, lambda r: r.set(keys[1], token, px=ms, nx=True))
+            if not taken:
+                return (None if taken is None else False), None
+            data, left = self.entry(key)
+            if data is not None and (left is None or left > stale):
+                self.unlock(key, token)
+                return False, data
+            return True, None
+        result = self._call(None, lambda r: self._script(r, "cache_lock")(keys=keys, args=args))
+        return self._lock_result(result)
+
+    async def alock(
+        self, key: str, token: str, ttl: float, stale: float
+    ) -> tuple[bool | None, bytes | None]:
+        full = self.key_prefix + key
+        ms = _ttl_ms(ttl)
+        keys, args = [full, lock_key(full)], [token, ms, int(stale * 1000)]
+        if self._split(key):
+            taken = await self._acall(None, lambda r: r.set(keys[1], token, px=ms, nx=True))
+            if not taken:
+                return (None if taken is None else False), None
+            data, left = await self.aentry(key)
+            if data is not None and (left is None or left > stale):
+                await self.aunlock(key, token)
+                return False, data
+            return True, None
+        result = await self._acall(
+            None, lambda r: self._script(r, "cache_lock")(keys=keys, args=args)
         )
-
-    async def alock(self, key: str, token: str, ttl: float) -> bool | None:
-        lk = lock_key(self.key_prefix + key)
-
-        async def run(r: t.Any) -> bool:
-            return bool(await r.set(lk, token, px=_ttl_ms(ttl), nx=True))
-
-        return t.cast("bool | None", await self._acall(None, run))
+        return self._lock_result(result)
 
     def _poll_pipe(self, r: t.Any, full: str) -> t.Any:
         pipe = r.pipeline(transaction=False)
@@ -522,12 +582,27 @@ class RedisCache(BaseBackend):
         full = self.key_prefix + key
         return [full, lock_key(full)], [data, _ttl_ms(self._timeout(timeout)), token or ""]
 
+    def _split(self, key: str) -> bool:
+        """Whether the fill must be two steps (a cluster key whose lock is in another slot)."""
+        return not lock_shares_slot(self.key_prefix + key) and self.connection.is_cluster
+
     def fill(self, key: str, data: bytes, timeout: float | None, token: str | None) -> None:
+        if self._split(key):
+            self.set(key, data, timeout)
+            if token is not None:
+                self.unlock(key, token)
+            return
         keys, args = self._fill_args(key, data, timeout, token)
         self._call(None, lambda r: self._script(r, "cache_fill")(keys=keys, args=args))
 
     async def afill(self, key: str, data: bytes, timeout: float | None, token: str | None) -> None:
         keys, args = self._fill_args(key, data, timeout, token)
+        if self._split(key):
+            ms = args[1]
+            await self._acall(None, lambda r: r.set(keys[0], data, px=ms or None))
+            if token is not None:
+                await self.aunlock(key, token)
+            return
         await self._acall(None, lambda r: self._script(r, "cache_fill")(keys=keys, args=args))
 
     def unlock(self, key: str, token: str) -> None:

@@ -123,8 +123,9 @@ def _flight(plan: _Plan, forced: bool) -> _Flight:
             if not plan.stale_ttl or left is None or left > plan.stale_ttl:
                 return True, entry
             stale_token = new_token()  # stale: whoever takes the lock refreshes, others serve it
-            if not (yield ("lock", key, stale_token, plan.lock_ttl)):
-                return True, entry
+            got, fresh = yield ("lock", key, stale_token, plan.lock_ttl, plan.stale_ttl)
+            if not got:
+                return True, plan.decode(fresh) or entry
             return (yield from _compute(plan, stale_token))
     if not plan.lock or forced:
         return (yield from _compute(plan, None))
@@ -132,7 +133,13 @@ def _flight(plan: _Plan, forced: bool) -> _Flight:
     deadline = time.monotonic() + plan.lock_wait
     delay = 0.005
     while True:
-        got = yield ("lock", key, token, plan.lock_ttl)
+        got, fresh = yield ("lock", key, token, plan.lock_ttl, plan.stale_ttl)
+        if fresh is not None:
+            entry = plan.decode(fresh)
+            if entry is not None:  # filled since we looked: no recompute
+                return True, entry
+            token = None  # a fresh entry this caller rejects (is_stale): recompute alone
+            break
         if got is None:  # the store cannot coordinate (outage): compute alone
             token = None
             break
