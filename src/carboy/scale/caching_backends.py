@@ -157,6 +157,13 @@ class BaseBackend:
     def unlock(self, key: str, token: str) -> None:
         """Release *key*'s lock if *token* still holds it."""
 
+    def extend(self, key: str, token: str, ttl: float) -> None:
+        """Give *key*'s lock *ttl* more seconds if *token* still holds it (a holder that is
+        still computing renews its lock; one that died stops, and its lock expires)."""
+
+    async def aextend(self, key: str, token: str, ttl: float) -> None:
+        self.extend(key, token, ttl)
+
     # Async twins: stores without I/O answer at once.
     async def aentry(self, key: str) -> tuple[bytes | None, float | None]:
         return self.entry(key)
@@ -302,6 +309,12 @@ class SimpleCache(BaseBackend):
         with self._mutex:
             self._release(key, token)
 
+    def extend(self, key: str, token: str, ttl: float) -> None:
+        with self._mutex:
+            held = self._locks.get(key)
+            if held is not None and held[0] == token:
+                self._locks[key] = (token, time.monotonic() + ttl)
+
     def _release(self, key: str, token: str) -> None:
         held = self._locks.get(key)
         if held is not None and held[0] == token:
@@ -353,7 +366,8 @@ class RedisCache(BaseBackend):
         self._down_until = 0.0
         self._logged = False
         self._sources = {
-            name: _script_source(name) for name in ("cache_lock", "cache_fill", "cache_unlock")
+            name: _script_source(name)
+            for name in ("cache_lock", "cache_fill", "cache_unlock", "cache_extend")
         }
         self._scripts: weakref.WeakKeyDictionary[t.Any, dict[str, t.Any]] = (
             weakref.WeakKeyDictionary()
@@ -612,6 +626,14 @@ class RedisCache(BaseBackend):
     async def aunlock(self, key: str, token: str) -> None:
         lk = lock_key(self.key_prefix + key)
         await self._acall(None, lambda r: self._script(r, "cache_unlock")(keys=[lk], args=[token]))
+
+    def extend(self, key: str, token: str, ttl: float) -> None:
+        lk, args = lock_key(self.key_prefix + key), [token, _ttl_ms(ttl)]
+        self._call(None, lambda r: self._script(r, "cache_extend")(keys=[lk], args=args))
+
+    async def aextend(self, key: str, token: str, ttl: float) -> None:
+        lk, args = lock_key(self.key_prefix + key), [token, _ttl_ms(ttl)]
+        await self._acall(None, lambda r: self._script(r, "cache_extend")(keys=[lk], args=args))
 
 
 def _glob_escape(text: str) -> str:

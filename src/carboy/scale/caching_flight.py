@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import logging
 import math
+import threading
 import time
 import typing as t
 
@@ -164,7 +165,7 @@ def _flight(plan: _Plan, forced: bool) -> _Flight:
 
 def _compute(plan: _Plan, token: str | None) -> _Flight:
     try:
-        rv = yield ("compute",)
+        rv = yield ("compute", token, plan.key, plan.lock_ttl)
     except BaseException:
         if token is not None:
             yield ("unlock", plan.key, token)
@@ -175,6 +176,29 @@ def _compute(plan: _Plan, token: str | None) -> _Flight:
     elif token is not None:
         yield ("unlock", plan.key, token)
     return False, entry
+
+
+def _renew_every(ttl: float) -> float:
+    """How often a holder renews its lock: three times per TTL, so one late renewal is fine."""
+    return max(ttl / 3, 0.01)
+
+
+def _renewing(backend: BaseBackend, key: str, token: str, ttl: float) -> threading.Event:
+    """Renew *token*'s lock on *key* from a daemon thread until the returned event is set."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(_renew_every(ttl)):
+            backend.extend(key, token, ttl)
+
+    threading.Thread(target=renew, name="carboy-cache-lock", daemon=True).start()
+    return done
+
+
+async def _arenew(backend: BaseBackend, key: str, token: str, ttl: float) -> None:
+    while True:
+        await asyncio.sleep(_renew_every(ttl))
+        await backend.aextend(key, token, ttl)
 
 
 def _drive(flight: _Flight, backend: BaseBackend, compute: t.Callable[[], t.Any]) -> t.Any:
@@ -188,7 +212,14 @@ def _drive(flight: _Flight, backend: BaseBackend, compute: t.Callable[[], t.Any]
         sent = error = None
         try:
             if op[0] == "compute":
-                sent = compute()
+                if op[1] is None:
+                    sent = compute()
+                else:  # PERF: only a lock holder pays for the renewing thread (misses only)
+                    done = _renewing(backend, op[2], op[1], op[3])
+                    try:
+                        sent = compute()
+                    finally:
+                        done.set()
             elif op[0] == "sleep":
                 time.sleep(op[1])
             else:
@@ -210,7 +241,14 @@ async def _adrive(
         sent = error = None
         try:
             if op[0] == "compute":
-                sent = await compute()
+                if op[1] is None:
+                    sent = await compute()
+                else:
+                    renew = asyncio.ensure_future(_arenew(backend, op[2], op[1], op[3]))
+                    try:
+                        sent = await compute()
+                    finally:
+                        renew.cancel()
             elif op[0] == "sleep":
                 await asyncio.sleep(op[1])
             else:
