@@ -13,6 +13,8 @@ import itertools
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -145,6 +147,18 @@ def test_bad_config_fails_at_init_app() -> None:
         Cache(carboy.Carboy(__name__), config=["CACHE_TYPE"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="negative"):
         Cache(carboy.Carboy(__name__), config={"CACHE_DEFAULT_TIMEOUT": -1})
+
+
+def test_the_embedded_default_imports_no_redis() -> None:
+    code = (
+        "import sys, carboy\n"
+        "from carboy.scale.caching import Cache\n"
+        "app = carboy.Carboy('x'); cache = Cache(app)\n"
+        "with app.app_context(): cache.set('k', 1); assert cache.get('k') == 1\n"
+        "print('redis' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_default_backend_follows_redis_url(prefix: str) -> None:

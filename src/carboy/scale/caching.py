@@ -7,8 +7,9 @@ import line: ``from carboy.scale.caching import Cache``), and adds what that ext
   takes the entry's lock (Redis ``SET NX PX`` with a random token, ``CACHE_LOCK_TIMEOUT``
   seconds), computes and stores the value and releases the lock in one step
   (``lua/cache_fill.lua``); the others poll for the value with short sleeps for at most
-  ``CACHE_LOCK_WAIT`` seconds, then compute themselves: nobody hangs. If the holder dies its
-  lock expires and the next caller takes over.
+  ``CACHE_LOCK_WAIT`` seconds, then compute themselves: nobody hangs. The holder renews its
+  lock while it computes (``lua/cache_extend.lua``); if it dies, its lock expires and the next
+  caller takes over.
 - **Stale-while-revalidate** (``stale_ttl=`` seconds). An entry lives ``timeout + stale_ttl``
   seconds in the store; in its last ``stale_ttl`` seconds (measured by the store's clock:
   Redis ``PTTL``) it is stale: callers get it at once while the one caller that takes the lock
@@ -153,7 +154,8 @@ class Cache:
     in-process cache's bound), ``CACHE_KEY_PREFIX`` (``"flask_cache_"``), ``CACHE_REDIS_URL``
     (or ``CACHE_REDIS_HOST``/``_PORT``/``_DB``/``_PASSWORD``), ``CACHE_SOURCE_CHECK``,
     ``CACHE_HASH_METHOD``, and carboy's ``CACHE_LOCK_DEFAULT`` (True), ``CACHE_LOCK_TIMEOUT``
-    (10 s: the lock's TTL, so the longest a dead holder delays others),
+    (10 s: the lock's TTL, renewed while its holder computes, so the longest a dead holder
+    delays others),
     ``CACHE_LOCK_WAIT`` (15 s: the longest a caller waits for another's value),
     ``CACHE_STALE_TTL`` (0 s), ``CACHE_ETAG`` (True).
 
@@ -365,8 +367,8 @@ class Cache:
         :param lock: single-flight recompute (``CACHE_LOCK_DEFAULT``, True).
         :param stale_ttl: seconds an expired entry is still served while one caller
             recomputes it (``CACHE_STALE_TTL``, 0).
-        :param lock_timeout: the recompute lock's TTL in seconds (``CACHE_LOCK_TIMEOUT``):
-            it should exceed the longest computation.
+        :param lock_timeout: the recompute lock's TTL in seconds (``CACHE_LOCK_TIMEOUT``),
+            renewed every third of it while the holder computes.
         :param etag: send an ETag and answer a matching ``If-None-Match`` with 304; by
             default (``CACHE_ETAG``) done when the decorated function is the request's view.
 
