@@ -227,6 +227,25 @@ def test_config_keys(app: carboy.Carboy, client: t.Any) -> None:
     assert [client.get(p).status_code for p in ("/a", "/b")] == [200, 429]
 
 
+def test_flask_limiters_per_group_config_keys(app: carboy.Carboy, client: t.Any) -> None:
+    """RATELIMIT_DEFAULTS_* and RATELIMIT_APPLICATION_* (Flask-Limiter's spellings)."""
+    app.config.update(
+        RATELIMIT_APPLICATION="4/minute",
+        RATELIMIT_APPLICATION_COST=2,
+        RATELIMIT_APPLICATION_EXEMPT_WHEN=lambda: request.args.get("skip") == "app",
+        RATELIMIT_DEFAULT="1/minute",
+        RATELIMIT_DEFAULTS_PER_METHOD=True,
+        RATELIMIT_DEFAULTS_EXEMPT_WHEN=lambda: request.args.get("skip") == "default",
+    )
+    Limiter(get_remote_address, app=app)
+    app.add_url_rule("/", "index", lambda: "ok", methods=["GET", "POST"])
+    # The application bucket (cost 2 of 4) lets two requests through, the default one per method.
+    assert [client.get("/").status_code, client.post("/").status_code] == [200, 200]
+    assert client.get("/?skip=default").status_code == 429  # the application limit is spent
+    assert client.get("/?skip=app").status_code == 429  # the default GET limit is spent
+    assert client.put("/?skip=app").status_code == 405
+
+
 def test_disabled_and_bad_config(app: carboy.Carboy, client: t.Any) -> None:
     app.config["RATELIMIT_ENABLED"] = False
     Limiter(get_remote_address, app=app, default_limits=["1/minute"])

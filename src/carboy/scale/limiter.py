@@ -469,8 +469,10 @@ class Limiter:
         }
 
         def group(
-            given: list[t.Any], config_key: str, prefix: str, shared_scope: str | None
+            given: list[t.Any], config_key: str, option: str, keys: str, shared: str | None
         ) -> list[Limit]:
+            """Limits from the constructor, else from *config_key*; those given as strings
+            take the group's options (argument ``<option>_*``, else config ``<keys>_*``)."""
             if not given and config.get(config_key):
                 given = [config[config_key]]
             out = []
@@ -478,35 +480,29 @@ class Limiter:
                 if not isinstance(spec, Limit):
                     spec = Limit(
                         spec,
-                        scope=shared_scope,
-                        shared=shared_scope is not None,
+                        scope=shared,
+                        shared=shared is not None,
                         per_method=bool(
-                            setting(
-                                f"{prefix}_per_method",
-                                f"RATELIMIT_{prefix.upper()}_PER_METHOD",
-                                False,
-                            )
+                            setting(f"{option}_per_method", f"{keys}_PER_METHOD", False)
                         ),
-                        exempt_when=setting(
-                            f"{prefix}_exempt_when", f"RATELIMIT_{prefix.upper()}_EXEMPT_WHEN", None
-                        ),
-                        deduct_when=setting(
-                            f"{prefix}_deduct_when", f"RATELIMIT_{prefix.upper()}_DEDUCT_WHEN", None
-                        ),
-                        cost=setting(f"{prefix}_cost", f"RATELIMIT_{prefix.upper()}_COST", 1),
+                        exempt_when=setting(f"{option}_exempt_when", f"{keys}_EXEMPT_WHEN", None),
+                        deduct_when=setting(f"{option}_deduct_when", f"{keys}_DEDUCT_WHEN", None),
+                        cost=setting(f"{option}_cost", f"{keys}_COST", 1),
                     )
                 spec.limiter = self
                 out.append(spec)
             return out
 
-        # Flask-Limiter's keys: RATELIMIT_DEFAULTS_PER_METHOD etc. for the defaults.
+        # Flask-Limiter's spellings: RATELIMIT_DEFAULTS_* and RATELIMIT_APPLICATION_*.
         self._default_limits = group(
-            self._default_given, "RATELIMIT_DEFAULT", "default_limits", None
+            self._default_given, "RATELIMIT_DEFAULT", "default_limits", "RATELIMIT_DEFAULTS", None
         )
-        for spec in self._default_limits:
-            self._default_keys(config, spec)
         self._application_limits = group(
-            self._application_given, "RATELIMIT_APPLICATION", "application_limits", "global"
+            self._application_given,
+            "RATELIMIT_APPLICATION",
+            "application_limits",
+            "RATELIMIT_APPLICATION",
+            "global",
         )
         fallback = self._fallback_given or (
             [config["RATELIMIT_IN_MEMORY_FALLBACK"]]
@@ -545,22 +541,6 @@ class Limiter:
                 app.after_request(self._after_request)
         app.extensions["limiter"].add(self)
         self.initialized = True
-
-    def _default_keys(self, config: t.Any, spec: Limit) -> None:
-        """Flask-Limiter spells the default limits' keys ``RATELIMIT_DEFAULTS_*``."""
-        opt = self._options
-        if opt["default_limits_per_method"] is None and "RATELIMIT_DEFAULTS_PER_METHOD" in config:
-            spec.per_method = bool(config["RATELIMIT_DEFAULTS_PER_METHOD"])
-        if opt["default_limits_exempt_when"] is None and config.get(
-            "RATELIMIT_DEFAULTS_EXEMPT_WHEN"
-        ):
-            spec.exempt_when = config["RATELIMIT_DEFAULTS_EXEMPT_WHEN"]
-        if opt["default_limits_deduct_when"] is None and config.get(
-            "RATELIMIT_DEFAULTS_DEDUCT_WHEN"
-        ):
-            spec.deduct_when = config["RATELIMIT_DEFAULTS_DEDUCT_WHEN"]
-        if opt["default_limits_cost"] is None and config.get("RATELIMIT_DEFAULTS_COST"):
-            spec.cost = config["RATELIMIT_DEFAULTS_COST"]
 
     def _open_storage(self, app: Carboy) -> None:
         from .connection import EXTENSION_KEY, RedisConnection
