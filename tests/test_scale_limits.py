@@ -3,6 +3,10 @@ clock, one round trip per request, a designed storage-outage policy, and an asyn
 
 from __future__ import annotations
 
+import random
+import shutil
+import socket
+import subprocess
 import time
 import typing as t
 import uuid
@@ -340,6 +344,73 @@ def test_one_round_trip_for_all_limits_of_a_request(app: carboy.Carboy, client: 
         # One command from the app; the rest ran inside it, on the server (4 limits: 4 INCRBY).
         assert calls.pop("evalsha") == 1
         assert calls == {"time": 1, "incrby": 4, "pttl": 4}, calls
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too and below 65536."""
+    while True:
+        port = random.randrange(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of 3 primaries on loopback ports, made with the machine's
+    ``redis-server`` and ``redis-cli --cluster create``."""
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed (Debian package redis-tools)")
+    nodes: list[RedisServer] = []
+    try:
+        for _ in range(3):
+            node = RedisServer(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            node.port = _cluster_port()
+            node.start()
+            nodes.append(node)
+        create = ["redis-cli", "--cluster", "create", "--cluster-replicas", "0", "--cluster-yes"]
+        create += [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while any(n.client().cluster("info")["cluster_state"] != "ok" for n in nodes):
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("hooks", ["sync", "async"])
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+def test_redis_cluster(cluster: list[RedisServer], strategy: str, hooks: str) -> None:
+    app = carboy.Carboy(__name__)
+    app.config.update(
+        REDIS_URL=f"redis+cluster://127.0.0.1:{cluster[0].port}",
+        RATELIMIT_STRATEGY=strategy,
+        RATELIMIT_ASYNC=hooks == "async",
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_KEY_PREFIX=uuid.uuid4().hex,
+    )
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        default_limits=["5/minute", "7/hour"],
+        application_limits=["6/minute"],
+    )
+    app.add_url_rule("/", "index", lambda: "ok")
+    if hooks == "async":
+        app.test_client_class = ASGIClient
+    answers = [app.test_client().get("/") for _ in range(7)]
+    assert [r.status_code for r in answers] == [200] * 5 + [429] * 2
+    assert [r.headers["X-RateLimit-Remaining"] for r in answers[:5]] == ["4", "3", "2", "1", "0"]
+    # The three limits' keys are spread over the nodes; limits' API reads them.
+    args = (app.config["RATELIMIT_KEY_PREFIX"], "127.0.0.1", "index")
+    assert limiter.limiter.get_window_stats(parse("7/hour"), *args).remaining == 2
 
 
 # -- the Lua scripts ------------------------------------------------------------------------
