@@ -557,6 +557,34 @@ def test_outage_policies_and_recovery() -> None:
         assert len(server.client().keys("LIMITS:*")) == 6
 
 
+def test_one_request_per_interval_waits_on_a_silent_redis() -> None:
+    """A Redis that accepts connections and never answers costs a request the reply timeout.
+    During an outage one request per RETRY_INTERVAL tries it again; the others that arrive
+    meanwhile keep to the policy at once instead of all waiting on it too."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        app = carboy.Carboy(__name__)
+        app.config.update(
+            REDIS_URL=f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+            REDIS_SOCKET_TIMEOUT=0.3,
+            RATELIMIT_STORAGE_OUTAGE="open",
+        )
+        limiter = Limiter(get_remote_address, app=app)
+        app.add_url_rule("/", "index", limiter.limit("3/minute")(lambda: "ok"))
+        assert app.test_client().get("/").status_code == 200  # waits, then marks the outage
+        time.sleep(0.6)  # the next attempt is due
+
+        def timed(_: int) -> float:
+            started = time.monotonic()
+            assert app.test_client().get("/").status_code == 200
+            return time.monotonic() - started
+
+        with ThreadPoolExecutor(8) as pool:
+            took = list(pool.map(timed, range(8)))
+    assert sum(1 for s in took if s > 0.25) == 1, took
+
+
 def test_flask_limiter_outage_keys_map_to_policies() -> None:
     def policy(**config: t.Any) -> str:
         app = carboy.Carboy(__name__)

@@ -777,6 +777,17 @@ class Limiter:
             )
         self._down_until = time.monotonic() + RETRY_INTERVAL
 
+    def _storage_resting(self) -> bool:
+        """During an outage: whether this request skips the storage. One request per
+        :data:`RETRY_INTERVAL` tries it again; it claims the attempt by moving the next one on
+        first, so requests that arrive while it waits (a server that drops packets costs the
+        connect timeout) keep to the outage policy instead of all waiting too."""
+        now = time.monotonic()
+        if now < self._down_until:
+            return True
+        self._down_until = now + RETRY_INTERVAL
+        return False
+
     def _storage_back(self) -> None:
         self._down_until = 0.0
         logger.warning("Rate-limit storage reachable again.")
@@ -795,7 +806,7 @@ class Limiter:
 
     def _run(self, checks: list[_Check]) -> list[tuple[int, int, float]] | None:
         stop = bool(self._fail_on_first_breach)
-        if self._down_until and time.monotonic() < self._down_until:
+        if self._down_until and self._storage_resting():
             return self._outage_results(checks, stop)
         try:
             if self._script is not None:
@@ -812,7 +823,7 @@ class Limiter:
 
     async def _arun(self, checks: list[_Check]) -> list[tuple[int, int, float]] | None:
         stop = bool(self._fail_on_first_breach)
-        if self._down_until and time.monotonic() < self._down_until:
+        if self._down_until and self._storage_resting():
             return self._outage_results(checks, stop)
         try:
             if self._script is not None:
