@@ -53,7 +53,7 @@ from limits.strategies import STRATEGIES, RateLimiter
 from werkzeug.exceptions import ServiceUnavailable, TooManyRequests
 from werkzeug.http import http_date
 
-from ..globals import current_app, request
+from ..globals import _cv_request_get, current_app
 
 if t.TYPE_CHECKING:
     from ..app import Carboy
@@ -87,7 +87,7 @@ def get_remote_address() -> str:
 
     .. versionadded:: 0.1
     """
-    return request.remote_addr or "127.0.0.1"
+    return _req().remote_addr or "127.0.0.1"
 
 
 def get_qualified_name(func: t.Callable[..., t.Any]) -> str:
@@ -690,7 +690,7 @@ class Limiter:
         """The request's identity for limits: its endpoint, or ``request_identifier()``."""
         if self._request_identifier is not None:
             return self._request_identifier()
-        return request.endpoint or ""
+        return _req().endpoint or ""
 
     # -- per request ----------------------------------------------------------------------------
 
@@ -698,7 +698,7 @@ class Limiter:
         """``(shared-bucket definitions, per-route definitions)`` for *endpoint*, once."""
         view = current_app.view_functions.get(endpoint)
         name = get_qualified_name(view) if view is not None else ""
-        blueprints = request.blueprints
+        blueprints = _req().blueprints
         decorated = list(self._route_limits.get(name, ()))
         if not decorated:
             for bp in blueprints:
@@ -737,7 +737,7 @@ class Limiter:
             and time.monotonic() < self._down_until
         ):
             definitions = (tuple(self._fallback_limits), ())
-        method = request.method
+        method = _req().method
         checks: list[_Check] = []
         for definition in definitions[0]:
             if definition.methods is not None and method.lower() not in definition.methods:
@@ -746,7 +746,7 @@ class Limiter:
                 continue
             scope = definition.scope
             if callable(scope):
-                scope = scope(request.endpoint or "")
+                scope = scope(_req().endpoint or "")
             bucket = endpoint
             if scope:
                 bucket = scope if definition.shared else f"{endpoint}:{scope}"
@@ -948,8 +948,16 @@ class Limiter:
 
 
 def _req() -> t.Any:
-    """The request object itself, not its proxy (attributes are kept on it)."""
-    return t.cast(t.Any, request)._get_current_object()
+    """The request object itself, not its proxy (attributes are kept on it).
+
+    :raises RuntimeError: outside a request.
+    """
+    # PERF: the context variable, not the ``request`` proxy (a proxy lookup costs several
+    # calls; the hooks run on every request of the app).
+    try:
+        return _cv_request_get().request
+    except LookupError:
+        raise RuntimeError("Working outside of request context.") from None
 
 
 def _redis_error() -> type[Exception]:
