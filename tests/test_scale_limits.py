@@ -3,6 +3,7 @@ clock, one round trip per request, a designed storage-outage policy, and an asyn
 
 from __future__ import annotations
 
+import inspect
 import random
 import shutil
 import socket
@@ -24,7 +25,7 @@ from limits.strategies import STRATEGIES, MovingWindowRateLimiter
 
 import carboy
 from carboy import Blueprint, request
-from carboy.scale.connection import RedisConnection
+from carboy.scale.connection import RedisConnection, get_redis
 from carboy.scale.limit_storage import LimitScript, ServerClockRedisStorage, lua_source
 from carboy.scale.limiter import (
     ExemptionScope,
@@ -317,6 +318,27 @@ def test_redis_strategies_exact(
     # limits' own strategy reads what the script wrote, on the same keys.
     stats = limiter.limiter.get_window_stats(parse("5/minute"), prefix, "127.0.0.1", "sync_view")
     assert stats.remaining == 0
+
+
+def test_async_hooks_never_use_the_sync_client(machine: tuple[redis.Redis, str]) -> None:
+    """With RATELIMIT_ASYNC under ASGI, limits are checked by a coroutine hook on the asyncio
+    client of the server's loop: the sync client (which would block the loop) never opens a
+    connection."""
+    _, prefix = machine
+    app = carboy.Carboy(__name__)
+    app.config.update(REDIS_URL=MACHINE_URL, RATELIMIT_ASYNC=True, RATELIMIT_KEY_PREFIX=prefix)
+    app.test_client_class = ASGIClient
+    limiter = Limiter(get_remote_address, app=app, default_limits=["2/minute"])
+
+    @app.route("/")
+    async def index() -> str:
+        return "ok"
+
+    assert inspect.iscoroutinefunction(limiter._acheck_request)
+    assert app.before_request_funcs[None] == [limiter._acheck_request]
+    assert statuses(app.test_client(), "/", 3) == [200, 200, 429]
+    connection = get_redis(app)
+    assert connection.sync.connection_pool._created_connections == 0  # type: ignore[attr-defined]
 
 
 def test_one_round_trip_for_all_limits_of_a_request(app: carboy.Carboy, client: t.Any) -> None:
