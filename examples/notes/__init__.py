@@ -14,6 +14,19 @@ Settings come, in increasing priority, from the built-in defaults, ``<instance>/
 the notes live in memory (SQLite's ``:memory:``) until the process ends; set ``DATABASE`` to a
 file path to keep them, and do so for a server with more than one worker process, as each
 process has its own memory.
+
+Shared state: set ``REDIS_URL`` (``CARBOY_REDIS_URL=redis://127.0.0.1:6379/0``, with carboy's
+``redis`` extra installed: ``pip install 'carboy[redis]'``) and the sessions, the cached
+``/api/stats`` page and the login rate limit (``LOGIN_RATE_LIMIT``, 10 per minute per address)
+live in Redis, shared by every worker and host::
+
+    CARBOY_REDIS_URL=redis://127.0.0.1:6379/0 CARBOY_DATABASE=notes.sqlite \\
+        gunicorn --workers 4 'examples.notes:create_app()'
+
+Without it the app runs on the embedded defaults: signed-cookie sessions, an in-process cache
+and in-memory limit counts, each per worker process (see :mod:`examples.notes.shared`). Key
+prefixes are the modules' own settings (``SESSION_KEY_PREFIX``, ``CACHE_KEY_PREFIX``,
+``RATELIMIT_KEY_PREFIX``), so several apps can share one Redis.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import typing as t
 
 from carboy import Carboy
 
-from . import api, db, errors, pages
+from . import api, db, errors, pages, shared
 
 
 def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
@@ -40,6 +53,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
         SECRET_KEY="dev",
         DATABASE=db.MEMORY,  # a file path keeps the notes across restarts
         NOTE_TITLE_MAX=200,
+        LOGIN_RATE_LIMIT="10/minute",  # POST /login per client address
     )
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
@@ -51,6 +65,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
 
     db.init_app(app)
     errors.init_app(app)
+    shared.init_app(app, pages.login)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import typing as t
 
@@ -9,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from carboy import Blueprint, current_app, g, jsonify, request, url_for
 
-from . import queries
+from . import queries, shared
 
 bp = Blueprint("api", __name__)
 
@@ -35,7 +36,20 @@ def api_login_required(view: F) -> F:
 @bp.errorhandler(HTTPException)
 def http_error_as_json(exc: HTTPException) -> t.Any:
     status = exc.code or 500
-    return error_body(status, exc.description or exc.name)
+    body, status = error_body(status, exc.description or exc.name)
+    # The error's own headers (Allow on a 405, Retry-After on a 429 or 503), not its type.
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return body, status, headers
+
+
+@bp.get("/stats")
+@shared.cache.cached(timeout=shared.STATS_SECONDS, key_prefix=shared.STATS_KEY)
+def stats() -> t.Any:
+    """Public totals, computed at most once per :data:`~examples.notes.shared.STATS_SECONDS`
+    for all workers (sooner after a write): nothing in them depends on who asks."""
+    totals = queries.site_totals()
+    as_of = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    return jsonify(accounts=totals["accounts"], notes=totals["notes"], as_of=as_of)
 
 
 @bp.get("/notes")

@@ -22,6 +22,17 @@ def not_found(exc: HTTPException) -> t.Any:
     return render_template("errors/404.html", path=request.path), 404
 
 
+def too_many_requests(exc: HTTPException) -> t.Any:
+    """A rate limit's 429 (the login limit), keeping its ``Retry-After``."""
+    headers = {k: v for k, v in exc.get_headers() if k.lower() == "retry-after"}
+    retry_after = headers.get("Retry-After")
+    if _wants_json():
+        message = f"{exc.description} Try again later."
+        return {"error": {"status": 429, "message": message}}, 429, headers
+    page = render_template("errors/429.html", message=exc.description, retry_after=retry_after)
+    return page, 429, headers
+
+
 def server_error(exc: InternalServerError) -> t.Any:
     if _wants_json():
         return {"error": {"status": 500, "message": "Internal server error."}}, 500
@@ -30,4 +41,5 @@ def server_error(exc: InternalServerError) -> t.Any:
 
 def init_app(app: Carboy) -> None:
     app.errorhandler(404)(not_found)
+    app.errorhandler(429)(too_many_requests)
     app.errorhandler(500)(server_error)

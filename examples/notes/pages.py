@@ -18,7 +18,7 @@ from carboy import (
     url_for,
 )
 
-from . import queries
+from . import queries, shared
 
 bp = Blueprint("pages", __name__)
 
@@ -77,6 +77,8 @@ def login() -> t.Any:
         account_id = queries.authenticate(username, password)
         if account_id is not None:
             session.clear()
+            # A new session id at login: an id planted before it never authenticates.
+            shared.regenerate_session()
             session["account_id"] = account_id
             flash(f"Welcome back, {username}.", "success")
             return redirect(url_for("pages.index"))

@@ -11,6 +11,7 @@ import typing as t
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import shared
 from .db import get_db
 
 
@@ -36,6 +37,7 @@ def create_account(username: str, password: str) -> int:
         )
     except sqlite3.IntegrityError:
         raise UsernameTaken(username) from None
+    shared.stats_changed()
     return t.cast(int, cur.lastrowid)
 
 
@@ -80,13 +82,27 @@ def add_note(owner_id: int, title: str, body: str) -> int:
     cur = conn.execute(
         "INSERT INTO note (owner_id, title, body) VALUES (?, ?, ?)", (owner_id, title, body)
     )
+    shared.stats_changed()
     return t.cast(int, cur.lastrowid)
 
 
 def remove_note(owner_id: int, note_id: int) -> bool:
     conn = get_db()
     cur = conn.execute("DELETE FROM note WHERE id = ? AND owner_id = ?", (note_id, owner_id))
-    return cur.rowcount > 0
+    if cur.rowcount == 0:
+        return False
+    shared.stats_changed()
+    return True
+
+
+def site_totals() -> dict[str, int]:
+    """How many accounts and notes the site holds: public figures, the same for everyone."""
+    accounts, notes = (
+        get_db()
+        .execute("SELECT (SELECT COUNT(*) FROM account), (SELECT COUNT(*) FROM note)")
+        .fetchone()
+    )
+    return {"accounts": int(accounts), "notes": int(notes)}
 
 
 def note_as_dict(row: sqlite3.Row) -> dict[str, t.Any]:

@@ -58,6 +58,7 @@ from ..globals import _cv_request_get, current_app
 if t.TYPE_CHECKING:
     from ..app import Carboy
     from ..wrappers import Response
+    from .connection import RedisConnection
     from .limit_storage import LimitScript
 
 __all__ = [
@@ -77,6 +78,8 @@ logger = logging.getLogger("carboy.scale.limiter")
 RETRY_INTERVAL = 0.5
 #: What an unreachable storage means for a request.
 OUTAGE_POLICIES = ("local", "open", "closed")
+#: ``carboy.scale.connection.EXTENSION_KEY``, spelled here so that reading it imports no redis-py.
+_CONNECTION_KEY = "carboy.redis"
 _REDIS_SCHEMES = ("redis", "rediss", "redis+unix", "unix", "redis+sentinel", "redis+cluster")
 
 
@@ -543,17 +546,19 @@ class Limiter:
         self.initialized = True
 
     def _open_storage(self, app: Carboy) -> None:
-        from .connection import EXTENSION_KEY, RedisConnection
-        from .limit_storage import LimitScript, ServerClockRedisStorage
-
         config = app.config
         uri = self._storage_uri or config.get("RATELIMIT_STORAGE_URI")
         connection: RedisConnection | None = None
+        # The Redis layer (and so redis-py) is imported only for a Redis storage: memory://,
+        # the embedded default, works with redis-py not installed.
         if uri is None:
-            connection = app.extensions.get(EXTENSION_KEY)
-            if connection is None and config.get("REDIS_URL"):
-                connection = RedisConnection(app)
+            if _CONNECTION_KEY in app.extensions or config.get("REDIS_URL"):
+                from .connection import RedisConnection
+
+                connection = app.extensions.get(_CONNECTION_KEY) or RedisConnection(app)
         elif uri.partition("://")[0].lower() in _REDIS_SCHEMES:
+            from .connection import RedisConnection
+
             if uri.startswith("redis+unix://"):
                 uri = "unix://" + uri[len("redis+unix://") :]
             # A connection of the limiter's own, with the layer's timeouts, not the app's.
@@ -566,6 +571,8 @@ class Limiter:
             }
         strategy = t.cast(str, self._strategy_name)
         if connection is not None:
+            from .limit_storage import LimitScript, ServerClockRedisStorage
+
             storage = ServerClockRedisStorage(connection)
             self._storage = storage
             self._script = LimitScript(connection, strategy, storage.key_prefix)
