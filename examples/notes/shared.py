@@ -14,14 +14,11 @@ through carboy's scale-out modules, so every worker process and host sees the sa
 
 Without it the same code runs on the embedded defaults, with nothing else installed beyond
 carboy: the signed-cookie session, an in-process cache (one per worker) and in-memory limit
-counts (one per worker). Neither redis-py nor ``limits`` is imported then; if ``limits`` is
-not installed at all, logins are not rate limited (a warning says so).
+counts (one per worker). redis-py is not imported then.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import typing as t
 
 from carboy import session
@@ -29,8 +26,6 @@ from carboy.scale.caching import Cache
 
 if t.TYPE_CHECKING:
     from carboy import Carboy
-
-logger = logging.getLogger(__name__)
 
 #: The app's cache (in-process, or Redis when ``REDIS_URL`` is set).
 cache = Cache()
@@ -40,8 +35,7 @@ STATS_KEY = "notes/stats"
 #: Seconds the totals are served from the cache at most (they are also forgotten on writes).
 STATS_SECONDS = 60
 
-#: The ``app.extensions`` key of the app's :class:`~carboy.scale.limiter.Limiter` (absent
-#: when the ``limits`` package is not installed).
+#: The ``app.extensions`` key of the app's :class:`~carboy.scale.limiter.Limiter`.
 LIMITER_KEY = "notes.limiter"
 
 
@@ -59,12 +53,6 @@ def regenerate_session() -> None:
 
 
 def _limit_logins(app: Carboy, login_view: t.Callable[..., t.Any]) -> None:
-    if importlib.util.find_spec("limits") is None:
-        logger.warning(
-            "Logins are not rate limited: the 'limits' package is not installed "
-            "(pip install 'carboy[redis]')."
-        )
-        return
     from carboy.scale.limiter import Limiter, get_remote_address
 
     limiter = Limiter(get_remote_address, app=app)
