@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, help="load per server, after the warm-up")
     length.add_argument("--seconds", type=float, help="the same, in seconds")
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("--warmup", type=float, default=300.0, help="seconds (default 300)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--servers", default=",".join(SERVERS), help=f"comma-separated: {', '.join(SERVERS)}"
