@@ -419,6 +419,18 @@ def profile(drv: inprocess.Driver, request: Request, n: int) -> dict[str, t.Any]
     }
 
 
+def timed(drv: inprocess.Driver, request: Request, n: int) -> dict[str, float]:
+    """Wall-clock and CPU µs per request over *n* back-to-back requests in this process: the
+    difference is mostly time spent waiting for Redis's replies."""
+    run = drv.runner(request)
+    run(min(n, 20))
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    run(n)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"us_wall": wall / n * 1e6, "us_cpu": cpu / n * 1e6}
+
+
 def check_in_process(
     requests: int, profiled: int, only: t.Sequence[str] = ()
 ) -> dict[str, dict[str, t.Any]]:
@@ -447,6 +459,7 @@ def check_in_process(
         entry["fragment_computed"] = COMPUTED[stack.key]
         if COMPUTED[stack.key] != 1:
             raise WrongAnswer(f"{stack.key}: fragment computed {COMPUTED[stack.key]} times")
+        entry.update(timed(drv, request, requests))
         if profiled:
             entry.update(profile(drv, request, profiled))
         results[stack.key] = entry
@@ -582,12 +595,18 @@ def run_prefix(url: str) -> Iterator[str]:
 def print_report(results: dict[str, t.Any]) -> None:
     inproc = results.get("inprocess", {})
     if inproc:
-        print("\n| stack | round trips / request | trips | Python calls / request |")
-        print("|---|---:|---|---:|")
+        print(
+            "\n| stack | round trips / request | trips | Python calls / request "
+            "| µs / request (wall) | µs / request (CPU) |"
+        )
+        print("|---|---:|---|---:|---:|---:|")
         for key, e in inproc.items():
             trips = ", ".join(f"{n:g} x {name}" for name, n in e["by_trip"].items())
             calls = f"{e['calls']:.0f}" if "calls" in e else "-"
-            print(f"| {key} | {e['round_trips']:g} | {trips} | {calls} |")
+            print(
+                f"| {key} | {e['round_trips']:g} | {trips} | {calls} "
+                f"| {e['us_wall']:.0f} | {e['us_cpu']:.0f} |"
+            )
         if any("time_share" in e for e in inproc.values()):
             print("\nprofiled own time per package (share of the request):")
             for key, e in inproc.items():
@@ -641,12 +660,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     redis.Redis.from_url(args.redis, socket_connect_timeout=1).ping()
     try:
-        with run_prefix(args.redis):
+        with run_prefix(args.redis) as prefix:
+            results["prefixes"] = [prefix]
             results["inprocess"] = check_in_process(args.requests, args.profiled, only)
         if not args.check:
             if not wrk.available():
                 raise SystemExit("the load needs wrk and taskset on PATH (or use --check)")
-            with run_prefix(args.redis):
+            with run_prefix(args.redis) as prefix:
+                results["prefixes"].append(prefix)
                 results["settings"] = settings.__dict__
                 results["endtoend"] = load(settings, only)
     except WrongAnswer as exc:
