@@ -106,8 +106,15 @@ def test_every_stack_answers_the_scenario_and_its_round_trips_are_named(
     for key in ("carboy-wsgi", "carboy-async", "carboy-sync"):
         names = inproc[key]["by_trip"]
         assert not any(name.startswith(("SET", "HSET")) for name in names), (key, names)
-        assert inproc[key]["round_trips"] <= 3, (key, names)
         assert inproc[key]["round_trips"] < inproc["flask"]["round_trips"], key
+    # Issue 19: at most 2 round trips with sync hooks (the limiter's trip loads the session).
+    for key in ("carboy-wsgi", "carboy-sync"):
+        assert inproc[key]["by_trip"] == {
+            "EVALSHA check_limits+EVALSHA session_load": 1.0,
+            "GET+PTTL": 1.0,
+        }, key
+    # Async hooks: the session is loaded ahead in the thread pool, the limits on the loop.
+    assert inproc["carboy-async"]["round_trips"] == 3
     # Only the run's own keys were made, and they are gone.
     client = machine_redis_or_skip()
     store = redis.Redis.from_url(URL)
