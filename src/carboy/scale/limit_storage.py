@@ -171,17 +171,29 @@ class LimitScript:
         return [(flat[i], flat[i + 1], flat[i + 2] / 1000) for i in range(0, len(flat), 3)]
 
     def check(
-        self, calls: t.Sequence[tuple[RateLimitItem, str, int, bool]], stop_on_breach: bool
+        self,
+        calls: t.Sequence[tuple[RateLimitItem, str, int, bool]],
+        stop_on_breach: bool,
+        prefetch: t.Sequence[t.Any] = (),
     ) -> list[tuple[int, int, float]]:
         """Run the script for *calls* with the sync client: per limit ``(status, remaining,
         seconds until an entry frees)``, status 1 allowed, 0 breached, -1 not evaluated.
 
+        :param prefetch: objects whose ``_prefetch(client)`` may give one more script call
+            ``(sha, keys, args)`` to send in the same round trip (a server-side session's
+            load); its reply goes to their ``_prefetched_reply(reply)``, an error reply to
+            nobody (they then make the call themselves). Not on a cluster.
         :raises redis.RedisError: Redis did not answer (the caller applies its outage policy).
         """
         client = self.connection.sync
+        batches = self._batches(calls, stop_on_breach)
+        if prefetch and len(batches) == 1 and not self._cluster:
+            wanted = [(p, call) for p in prefetch if (call := p._prefetch(client)) is not None]
+            if wanted:
+                return self._results([self._check_with(client, batches[0], wanted)])
         replies: list[list[int]] = []
         breached = False
-        for keys, args in self._batches(calls, stop_on_breach):
+        for keys, args in batches:
             if breached and stop_on_breach:
                 replies.append([-1, 0, 0])
                 continue
@@ -194,6 +206,30 @@ class LimitScript:
             breached = breached or 0 in reply[0::3]
             replies.append(reply)
         return self._results(replies)
+
+    def _check_with(
+        self,
+        client: t.Any,
+        batch: tuple[list[str], list[t.Any]],
+        wanted: list[tuple[t.Any, tuple[str, list[str], list[t.Any]]]],
+    ) -> list[int]:
+        """The limits' script call and the *wanted* calls, pipelined: one round trip."""
+        keys, args = batch
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        for _owner, (sha, their_keys, their_args) in wanted:
+            pipe.evalsha(sha, len(their_keys), *their_keys, *their_args)
+        replies = pipe.execute(raise_on_error=False)
+        for (owner, _call), reply in zip(wanted, replies[1:], strict=True):
+            if not isinstance(reply, Exception):
+                owner._prefetched_reply(reply)
+        reply = replies[0]
+        if isinstance(reply, NoScriptError):
+            client.script_load(self.source)
+            reply = client.evalsha(self.sha, len(keys), *keys, *args)
+        elif isinstance(reply, Exception):
+            raise reply
+        return t.cast(list[int], reply)
 
     async def acheck(
         self, calls: t.Sequence[tuple[RateLimitItem, str, int, bool]], stop_on_breach: bool

@@ -818,7 +818,7 @@ class Limiter:
         try:
             if self._script is not None:
                 calls = [(c.limit.item, c.key, c.cost, c.hit) for c in checks]
-                results = self._script.check(calls, stop)
+                results = self._script.check(calls, stop, _prefetches())
             else:
                 results = t.cast(_MemoryEngine, self._engine).check(checks, stop)
         except (OSError, StorageError, _redis_error()) as e:
@@ -965,6 +965,18 @@ def _req() -> t.Any:
         return _cv_request_get().request
     except LookupError:
         raise RuntimeError("Working outside of request context.") from None
+
+
+def _prefetches() -> list[t.Any]:
+    """The request's server-side session, if its interface lets it be loaded ahead
+    (``redis_prefetch``, as ``carboy.scale.sessions``' does), so the limits' round trip also
+    loads it; else nothing. The session is opened, not accessed (no ``Vary: Cookie``)."""
+    ctx = _cv_request_get()
+    # PERF: one attribute read for apps whose sessions cannot be loaded ahead (cookies).
+    if not getattr(ctx.app.session_interface, "redis_prefetch", False):
+        return []
+    session = ctx._open_session()
+    return [session] if hasattr(session, "_prefetch") else []
 
 
 def _redis_error() -> type[Exception]:

@@ -164,6 +164,9 @@ class RedisSession(SessionMixin):
         self._error: SessionUnavailable | None = None
         self._cookie_sid = sid
         self._regenerated = False
+        #: ``session_load``'s reply, read ahead in another module's round trip (see
+        #: :meth:`_prefetch`); ``None`` when there is none.
+        self._prefetched: t.Any = None
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -183,15 +186,19 @@ class RedisSession(SessionMixin):
             self._data = {}
             return self._data
         interface = self._interface
+        reply = self._prefetched
         try:
-            if self._want_lock:
-                self._lock = interface._acquire(self._app, self.sid)
-            reply = interface._run(
-                "session_load",
-                self._app,
-                [interface.key(self.sid)],
-                [interface._absolute_ms(self._app), CREATED_FIELD],
-            )
+            if reply is not None:
+                self._prefetched = None
+            else:
+                if self._want_lock:
+                    self._lock = interface._acquire(self._app, self.sid)
+                reply = interface._run(
+                    "session_load",
+                    self._app,
+                    [interface.key(self.sid)],
+                    [interface._absolute_ms(self._app), CREATED_FIELD],
+                )
         except redis.RedisError:
             self._error = SessionUnavailable(_UNREACHABLE)
             raise self._error from None
@@ -220,6 +227,32 @@ class RedisSession(SessionMixin):
                 self._raw[field] = raw
         self._data = data
         return data
+
+    def _prefetch(self, client: t.Any) -> tuple[str, list[str], list[t.Any]] | None:
+        """The ``session_load`` call another module may send ahead on *client*, in its own
+        round trip (the limiter does: one round trip for the limits and the session), as
+        ``(script sha, keys, args)``; ``None`` if the session needs no load (no id, already
+        loaded, or locked: a lock must be taken before the load) or lives on another client.
+        The reply goes to :meth:`_prefetched`; without one the session loads itself on use.
+        """
+        if self.sid is None or self._data is not None or self._error is not None:
+            return None
+        if self._want_lock or self._prefetched is not None:
+            return None
+        interface = self._interface
+        if interface.redis_client(self._app) is not client:
+            return None
+        script = interface._scripts_of(client)["session_load"]
+        return (
+            script.sha,
+            [interface.key(self.sid)],
+            [interface._absolute_ms(self._app), CREATED_FIELD],
+        )
+
+    def _prefetched_reply(self, reply: t.Any) -> None:
+        """Keep *reply* (of the call :meth:`_prefetch` gave) for the first use."""
+        if self._data is None:
+            self._prefetched = reply
 
     def _preload(self) -> None:
         """Load now, keeping any error for the first access (ASGI: in the thread pool)."""
@@ -434,6 +467,8 @@ class RedisSessionInterface(SessionInterface):
 
     serializer = TaggedJSONSerializer()
     session_class = RedisSession
+    #: Its sessions can be loaded ahead in another module's round trip (``_prefetch``).
+    redis_prefetch = True
 
     def __init__(
         self,
