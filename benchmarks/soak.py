@@ -177,6 +177,14 @@ def lua_script(mix: Mix) -> str:
         "  turn = turn % #requests + 1",
         "  return requests[turn]",
         "end",
+        # Each answer outside 2xx/3xx is written out with the start of its body, so a failure
+        # can be told apart (wrk itself only counts them).
+        "function response(status, headers, body)",
+        "  if status < 200 or status >= 400 then",
+        "    local start = string.gsub(string.sub(body, 1, 300), '%c', ' ')",
+        f"    io.write(string.format('{BAD_MARK} %d %s\\n', status, start))",
+        "  end",
+        "end",
     ]
     return "\n".join(lines) + "\n"
 
@@ -267,8 +275,20 @@ def _load(
     connections = connections or settings.connections
     if settings.client == "wrk":
         url = f"http://127.0.0.1:{port}"
-        return wrk.run_script(url, lua_script(mix), seconds, connections, settings.client_cpu)
+        output = wrk.run_script_output(
+            url, lua_script(mix), seconds, connections, settings.client_cpu
+        )
+        BAD_ANSWERS.extend(
+            line[len(BAD_MARK) + 1 :] for line in output.splitlines() if line.startswith(BAD_MARK)
+        )
+        return wrk.parse(output)
     return python_load(port, mix, seconds, connections)
+
+
+#: The prefix of the lines the wrk script writes for an answer outside 2xx/3xx.
+BAD_MARK = "carboy-bad-answer"
+#: Those answers (status and the start of the body), for the report.
+BAD_ANSWERS: list[str] = []
 
 
 def _rss(workers: Sequence[psutil.Process]) -> list[float]:
@@ -300,6 +320,7 @@ def _wait_for_workers(pid: int, port: int, log: Path) -> list[psutil.Process]:
 def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, t.Any]:
     """Serve the notes app with server *key*, load it, and return what was measured."""
     label, command = SERVERS[key]
+    BAD_ANSWERS.clear()
     ensure_bytecode()
     port = free_port()
     log = _log_dir() / f"soak-{key}.log"
@@ -356,6 +377,7 @@ def soak(key: str, settings: Settings, say: Callable[[str], None]) -> dict[str, 
         "requests": sum(load.requests for load in soaked),
         "rps": sum(load.requests for load in soaked) / sum(load.seconds for load in soaked),
         "non_2xx": sum(load.non_2xx for load in loads),
+        "bad_answers": list(BAD_ANSWERS),
         "socket_errors": sum(load.socket_errors for load in loads),
         "warmup_requests": loads[0].requests + loads[1].requests,
         "workers_restarted": restarted,
@@ -381,7 +403,10 @@ def _count_notes(database: Path) -> int:
 def failures(result: dict[str, t.Any], growth_limit: float) -> list[str]:
     found = []
     if result["non_2xx"]:
-        found.append(f"{result['non_2xx']} answers outside 2xx/3xx")
+        found.append(
+            f"{result['non_2xx']} answers outside 2xx/3xx: "
+            + "; ".join(result.get("bad_answers", [])[:5])
+        )
     if result["socket_errors"]:
         found.append(f"{result['socket_errors']} socket errors")
     if result["workers_restarted"]:

@@ -138,6 +138,12 @@ def send(url: str, request: Request, count: int, connections: int, cpu: int) -> 
         raise RuntimeError(f"wrk did not reach {count} responses:\n{output}")
 
 
+def run_script_output(url: str, script: str, seconds: float, connections: int, cpu: int) -> str:
+    """:func:`run_script`'s wrk output as text, with anything the script wrote (for
+    :func:`parse`)."""
+    return _wrk_script(url, script, seconds, connections, cpu)
+
+
 def run_script(url: str, script: str, seconds: float, connections: int, cpu: int) -> Load:
     """Load *url* for *seconds* with the wrk Lua *script* (which may build each request
     itself, in a ``request()`` function) and report what wrk measured."""
