@@ -179,6 +179,18 @@ class SessionInterface:
         """``SESSION_COOKIE_PARTITIONED``: set the CHIPS ``Partitioned`` attribute."""
         return t.cast(bool, app.config["SESSION_COOKIE_PARTITIONED"])
 
+    def _cookie_attributes(self, app: Carboy) -> dict[str, t.Any]:
+        """The session cookie's attributes from the ``get_cookie_*`` methods, as keyword
+        arguments of ``set_cookie`` and ``delete_cookie``."""
+        return {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+
     def get_expiration_time(self, app: Carboy, session: SessionMixin) -> datetime | None:
         """Return when the cookie expires: now (UTC) plus ``app.permanent_session_lifetime``
         for a permanent session, ``None`` (a browser-session cookie) otherwise.
@@ -396,14 +408,7 @@ class SecureCookieSessionInterface(SessionInterface):
         :raises RuntimeError: the session has data but the app has no secret key.
         """
         name = self.get_cookie_name(app)
-        cookie_attrs: dict[str, t.Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "partitioned": self.get_cookie_partitioned(app),
-            "samesite": self.get_cookie_samesite(app),
-            "httponly": self.get_cookie_httponly(app),
-        }
+        cookie_attrs = self._cookie_attributes(app)
 
         if session.accessed:
             response.vary.add("Cookie")

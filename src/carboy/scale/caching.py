@@ -326,6 +326,36 @@ class Cache:
             float(s["CACHE_LOCK_WAIT"]),
         )
 
+    def _plan(
+        self,
+        key: str,
+        timeout: t.Any,
+        flight: tuple[bool, float, float, float],
+        etag_on: bool,
+        checks: tuple[bool, t.Callable[..., t.Any] | None, t.Callable[..., t.Any] | None],
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> _Plan:
+        """The :class:`_Plan` of one call of a ``cached`` or ``memoize`` function: its *key*,
+        its *timeout* in seconds (``None``: ``CACHE_DEFAULT_TIMEOUT``), the single-flight
+        settings (:meth:`_settings_for`) and the decorator's ``(cache_none, is_stale,
+        response_filter)``, which decide what a found value and a computed one count as."""
+        use_lock, stale, lock_ttl, lock_wait = flight
+        cache_none, is_stale, response_filter = checks
+        seconds = normalize_timeout(timeout)
+        if seconds is None:
+            seconds = self._settings["CACHE_DEFAULT_TIMEOUT"] or 0
+
+        def accept(value: t.Any) -> bool:
+            if value is None and not cache_none:
+                return False
+            return not (is_stale is not None and _true(is_stale, value, *args, **kwargs))
+
+        def keep(value: t.Any) -> bool:
+            return response_filter is None or bool(response_filter(value))
+
+        return _Plan(key, seconds, stale, use_lock, lock_ttl, lock_wait, etag_on, accept, keep)
+
     def _hash(self, hash_method: t.Callable[..., t.Any] | None) -> t.Callable[..., t.Any]:
         return hash_method or self._settings["CACHE_HASH_METHOD"]
 
@@ -379,28 +409,21 @@ class Cache:
         """
 
         def decorator(f: F) -> F:
-            use_lock, stale, lock_ttl, lock_wait = self._settings_for(lock, stale_ttl, lock_timeout)
+            flight = self._settings_for(lock, stale_ttl, lock_timeout)
 
             def plan(args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> _Plan:
                 if make_cache_key is not None:
                     key = make_cache_key(*args, **kwargs)
                 else:
                     key = wrapper.make_cache_key(*args, use_request=True, **kwargs)
-                seconds = normalize_timeout(wrapper.cache_timeout)
-                if seconds is None:
-                    seconds = self._settings["CACHE_DEFAULT_TIMEOUT"] or 0
-                etag_on = self._wants_etag(etag, wrapper)
-
-                def accept(value: t.Any) -> bool:
-                    if value is None and not cache_none:
-                        return False
-                    return not (is_stale is not None and _true(is_stale, value, *args, **kwargs))
-
-                def keep(value: t.Any) -> bool:
-                    return response_filter is None or bool(response_filter(value))
-
-                return _Plan(
-                    key, seconds, stale, use_lock, lock_ttl, lock_wait, etag_on, accept, keep
+                return self._plan(
+                    key,
+                    wrapper.cache_timeout,
+                    flight,
+                    self._wants_etag(etag, wrapper),
+                    (cache_none, is_stale, response_filter),
+                    args,
+                    kwargs,
                 )
 
             def finish(found: bool, entry: Entry, etag_on: bool) -> t.Any:
@@ -600,27 +623,21 @@ class Cache:
         """
 
         def decorator(f: F) -> F:
-            use_lock, stale, lock_ttl, lock_wait = self._settings_for(lock, stale_ttl, lock_timeout)
+            flight = self._settings_for(lock, stale_ttl, lock_timeout)
             ignore = tuple(args_to_ignore or ())
 
             def plan(args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> _Plan:
                 key = self._memoize_key(
                     f, args, kwargs, make_name, hash_method, source_check, ignore
                 )
-                seconds = normalize_timeout(wrapper.cache_timeout)
-                if seconds is None:
-                    seconds = self._settings["CACHE_DEFAULT_TIMEOUT"] or 0
-
-                def accept(value: t.Any) -> bool:
-                    if value is None and not cache_none:
-                        return False
-                    return not (is_stale is not None and _true(is_stale, value, *args, **kwargs))
-
-                def keep(value: t.Any) -> bool:
-                    return response_filter is None or bool(response_filter(value))
-
-                return _Plan(
-                    key, seconds, stale, use_lock, lock_ttl, lock_wait, False, accept, keep
+                return self._plan(
+                    key,
+                    wrapper.cache_timeout,
+                    flight,
+                    False,
+                    (cache_none, is_stale, response_filter),
+                    args,
+                    kwargs,
                 )
 
             if inspect.iscoroutinefunction(f):

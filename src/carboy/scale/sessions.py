@@ -644,14 +644,7 @@ class RedisSessionInterface(SessionInterface):
             return  # never loaded: nothing read, nothing written
         sets, deleted = session._changes()
         cookie_name = self.get_cookie_name(app)
-        attrs: dict[str, t.Any] = {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "partitioned": self.get_cookie_partitioned(app),
-            "samesite": self.get_cookie_samesite(app),
-            "httponly": self.get_cookie_httponly(app),
-        }
+        attrs = self._cookie_attributes(app)
         lifetime = self._lifetime_ms(app)
         if not sets and not deleted and not session._cleared and not session._regenerated:
             # Read only: refresh the TTL at most once per SESSION_REFRESH_INTERVAL.
