@@ -17,6 +17,7 @@ import textwrap
 import typing as t
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -288,9 +289,12 @@ def served(tmp_path: Path, prefix: str) -> Iterator[tuple[Server, Path]]:
 def across_workers(
     http: httpx.Client, method: str, path: str, count: int = 24, **kwargs: t.Any
 ) -> list[httpx.Response]:
-    """*count* requests, each on a new connection (gunicorn's sync workers close each one), so
-    the workers take turns; at least two of them must have answered."""
-    answers = [http.request(method, path, **kwargs) for _ in range(count)]
+    """*count* requests, six at a time, each on a new connection (gunicorn's sync workers close
+    each one): a sync worker answers one at a time, so the others take the rest; at least two
+    workers must have answered. (Sent one after another, they could all land on the worker that
+    wins every accept: CI saw 24 of 24 on one.)"""
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: http.request(method, path, **kwargs), range(count)))
     assert len({r.headers["X-Worker-Pid"] for r in answers}) >= 2
     return answers
 
@@ -339,8 +343,7 @@ def test_served_by_gunicorn_the_workers_share_sessions_limits_and_the_cache(
         codes = [r.status_code for r in attempts]
         assert codes.count(200) == 5, codes
         assert codes.count(429) == 7, codes
-        assert codes[:5] == [200] * 5
-        refused = attempts[-1]
+        refused = next(r for r in attempts if r.status_code == 429)  # sent six at a time
         assert int(refused.headers["Retry-After"]) >= 1
         assert "Too many login attempts from your address." in refused.text
     assert " 500 " not in server.output()
