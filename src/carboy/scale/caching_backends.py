@@ -130,8 +130,9 @@ class BaseBackend:
         return None
 
     # The single-flight API.
-    def entry(self, key: str) -> tuple[bytes | None, float | None]:
-        """The stored bytes and the seconds left before they expire (``None``: no expiry)."""
+    def entry(self, key: str, ttl: bool = True) -> tuple[bytes | None, float | None]:
+        """The stored bytes and the seconds left before they expire (``None``: no expiry, or
+        not asked for: *ttl* false)."""
         return None, None
 
     def lock(
@@ -165,8 +166,8 @@ class BaseBackend:
         self.extend(key, token, ttl)
 
     # Async twins: stores without I/O answer at once.
-    async def aentry(self, key: str) -> tuple[bytes | None, float | None]:
-        return self.entry(key)
+    async def aentry(self, key: str, ttl: bool = True) -> tuple[bytes | None, float | None]:
+        return self.entry(key, ttl)
 
     async def alock(
         self, key: str, token: str, ttl: float, stale: float
@@ -270,7 +271,7 @@ class SimpleCache(BaseBackend):
             self._data[self.key_prefix + key] = (expiry, dumps(value))
             return value
 
-    def entry(self, key: str) -> tuple[bytes | None, float | None]:
+    def entry(self, key: str, ttl: bool = True) -> tuple[bytes | None, float | None]:
         now = time.monotonic()
         with self._mutex:
             item = self._live(key, now)
@@ -361,8 +362,11 @@ class RedisCache(BaseBackend):
     def __init__(
         self, connection: RedisConnection, key_prefix: str = "", default_timeout: int = 300
     ) -> None:
+        from .connection import execute  # redis-py is imported only by apps that use Redis
+
         super().__init__(key_prefix, default_timeout)
         self.connection = connection
+        self._execute = execute
         self._down_until = 0.0
         self._logged = False
         self._sources = {
@@ -513,18 +517,24 @@ class RedisCache(BaseBackend):
 
     @staticmethod
     def _entry_result(result: list[t.Any]) -> tuple[bytes | None, float | None]:
-        data, pttl = result
-        if data is None:
-            return None, None
+        data = result[0]
+        if data is None or len(result) == 1:
+            return data, None
+        pttl = result[1]
         return data, (pttl / 1000 if pttl is not None and pttl >= 0 else None)
 
-    def entry(self, key: str) -> tuple[bytes | None, float | None]:
+    def entry(self, key: str, ttl: bool = True) -> tuple[bytes | None, float | None]:
         full = self.key_prefix + key
-        result = self._call(None, lambda r: self._entry_pipe(r, full).execute())
+        # PERF: a cache without stale-while-revalidate never looks at the TTL: one command.
+        commands = [("GET", full), ("PTTL", full)] if ttl else [("GET", full)]
+        result = self._call(None, lambda r: _raise_any(self._execute(r, commands)))
         return (None, None) if result is None else self._entry_result(result)
 
-    async def aentry(self, key: str) -> tuple[bytes | None, float | None]:
+    async def aentry(self, key: str, ttl: bool = True) -> tuple[bytes | None, float | None]:
         full = self.key_prefix + key
+        if not ttl:
+            data = await self._acall(None, lambda r: r.get(full))
+            return data, None
         result = await self._acall(None, lambda r: self._entry_pipe(r, full).execute())
         return (None, None) if result is None else self._entry_result(result)
 
@@ -634,6 +644,14 @@ class RedisCache(BaseBackend):
     async def aextend(self, key: str, token: str, ttl: float) -> None:
         lk, args = lock_key(self.key_prefix + key), [token, _ttl_ms(ttl)]
         await self._acall(None, lambda r: self._script(r, "cache_extend")(keys=[lk], args=args))
+
+
+def _raise_any(replies: list[t.Any]) -> list[t.Any]:
+    """*replies*, or the first error reply among them raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _glob_escape(text: str) -> str:

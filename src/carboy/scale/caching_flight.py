@@ -118,7 +118,7 @@ def _flight(plan: _Plan, forced: bool) -> _Flight:
     """
     key = plan.key
     if not forced:
-        data, left = yield ("entry", key)
+        data, left = yield ("entry", key, bool(plan.stale_ttl))
         entry = plan.decode(data)
         if entry is not None:
             if not plan.stale_ttl or left is None or left > plan.stale_ttl:

@@ -47,7 +47,7 @@ from redis.retry import Retry
 if t.TYPE_CHECKING:
     from ..app import Carboy
 
-__all__ = ["RedisConnection", "get_redis"]
+__all__ = ["RedisConnection", "execute", "get_redis"]
 
 #: The key of the layer in ``app.extensions``.
 EXTENSION_KEY = "carboy.redis"
@@ -171,6 +171,61 @@ def get_redis(app: Carboy | None = None) -> RedisConnection:
     if layer is None:
         raise RuntimeError("No RedisConnection on this app: call RedisConnection(app) first.")
     return t.cast(RedisConnection, layer)
+
+
+def execute(client: t.Any, commands: t.Sequence[tuple[t.Any, ...]]) -> list[t.Any]:
+    """Send *commands* (each ``("NAME", *args)``) in one round trip on *client*, a sync
+    redis-py client; return one reply per command, or the :class:`redis.ResponseError`
+    (``NoScriptError``...) the server answered for it, as redis-py's ``pipeline(transaction=
+    False).execute(raise_on_error=False)`` does. No reply callbacks are applied (raw replies:
+    use it for ``EVALSHA``, ``GET``, ``PTTL`` and the like).
+
+    A :class:`redis.Redis` (one server, or Sentinel's primary) takes a connection from its own
+    pool, sends the packed commands and reads the replies with redis-py's connection and
+    parser; a connection or timeout error is retried once on a fresh connection, as the
+    layer's clients retry. Another client (a cluster) runs one command itself, or several in
+    a plain pipeline.
+
+    :raises redis.ConnectionError: the server could not be reached (twice).
+    :raises redis.TimeoutError: the server did not answer within the socket timeout (twice).
+
+    .. versionadded:: 0.1
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or type(client) is not redis.Redis:
+        if len(commands) == 1:
+            try:
+                return [client.execute_command(*commands[0])]
+            except redis.ResponseError as e:
+                return [e]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return t.cast(list[t.Any], pipe.execute(raise_on_error=False))
+    # PERF: redis-py's client layer (reply callbacks, retry wrapper, per-command events) costs
+    # about 30 us per round trip on the request path; the commands here need none of it, so
+    # they go straight to a pooled connection (redis-py's own packing, socket and parser).
+    for attempt in (0, 1):
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[t.Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as e:
+                    replies.append(e)
+            return replies
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            if attempt:
+                raise
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread: never reuse the connection
+            raise
+        finally:
+            pool.release(conn)
+    raise AssertionError("unreachable")
 
 
 def _parse(url: str) -> tuple[str, dict[str, t.Any]]:

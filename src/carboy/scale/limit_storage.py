@@ -26,6 +26,8 @@ from limits.storage import RedisStorage
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from .connection import execute
+
 if t.TYPE_CHECKING:
     from limits import RateLimitItem
 
@@ -197,12 +199,12 @@ class LimitScript:
             if breached and stop_on_breach:
                 replies.append([-1, 0, 0])
                 continue
-            reply: list[int]
-            try:
-                reply = t.cast(list[int], client.evalsha(self.sha, len(keys), *keys, *args))
-            except NoScriptError:
+            reply = execute(client, [("EVALSHA", self.sha, len(keys), *keys, *args)])[0]
+            if isinstance(reply, NoScriptError):
                 client.script_load(self.source)
-                reply = t.cast(list[int], client.evalsha(self.sha, len(keys), *keys, *args))
+                reply = client.evalsha(self.sha, len(keys), *keys, *args)
+            elif isinstance(reply, Exception):
+                raise reply
             breached = breached or 0 in reply[0::3]
             replies.append(reply)
         return self._results(replies)
@@ -215,11 +217,10 @@ class LimitScript:
     ) -> list[int]:
         """The limits' script call and the *wanted* calls, pipelined: one round trip."""
         keys, args = batch
-        pipe = client.pipeline(transaction=False)
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        commands = [("EVALSHA", self.sha, len(keys), *keys, *args)]
         for _owner, (sha, their_keys, their_args) in wanted:
-            pipe.evalsha(sha, len(their_keys), *their_keys, *their_args)
-        replies = pipe.execute(raise_on_error=False)
+            commands.append(("EVALSHA", sha, len(their_keys), *their_keys, *their_args))
+        replies = execute(client, commands)
         for (owner, _call), reply in zip(wanted, replies[1:], strict=True):
             if not isinstance(reply, Exception):
                 owner._prefetched_reply(reply)
