@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 import threading
+import typing as t
 
 import pytest
 import redis
+from redis.exceptions import NoScriptError
 
 import carboy
-from carboy.scale.connection import RedisConnection, _parse, get_redis
+from carboy.scale.connection import RedisConnection, _parse, execute, get_redis
+from redis_servers import RedisServer
 
 URL = "redis://127.0.0.1:6379/15"
 
@@ -131,3 +134,78 @@ def test_an_unreachable_server_fails_fast_with_a_redis_error() -> None:
     assert layer.ping() is False
     with pytest.raises(redis.ConnectionError):
         layer.sync.get("x")
+
+
+def test_execute_sends_commands_in_one_round_trip_and_returns_error_replies() -> None:
+    layer = RedisConnection(make_app())
+    client = layer.sync
+    client.set("carboy-test:exec", "v", px=5000)
+    sent: list[object] = []
+    conn_class = client.connection_pool.connection_class
+    original = conn_class.send_packed_command
+
+    def spy(self: t.Any, command: t.Any, check_health: bool = True) -> None:
+        sent.append(command)
+        original(self, command, check_health)
+
+    conn_class.send_packed_command = spy  # type: ignore[method-assign]
+    try:
+        replies = execute(
+            client,
+            [("GET", "carboy-test:exec"), ("EVALSHA", "0" * 40, 0), ("PTTL", "carboy-test:exec")],
+        )
+    finally:
+        conn_class.send_packed_command = original  # type: ignore[method-assign]
+    assert len(sent) == 1  # one write: the three commands are pipelined
+    assert replies[0] == b"v"
+    assert isinstance(replies[1], NoScriptError)  # an error reply is returned in its place
+    assert 0 < replies[2] <= 5000
+    assert client.get("carboy-test:exec") == b"v"  # the connection went back usable
+
+
+def test_execute_retries_once_when_a_connection_fails_mid_command() -> None:
+    with RedisServer() as server:
+        layer = RedisConnection(make_app(server.url))
+        client = layer.sync
+        assert execute(client, [("SET", "k", "1")]) == [b"OK"]
+        conn_class = client.connection_pool.connection_class
+        original = conn_class.pack_commands  # used by pipelines only, not the handshake
+        failures = [redis.ConnectionError("reset by peer")] * 1
+
+        def flaky(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+            if failures:
+                raise failures.pop()
+            return original(self, *args, **kwargs)
+
+        conn_class.pack_commands = flaky  # type: ignore[method-assign]
+        try:
+            assert execute(client, [("GET", "k")]) == [b"1"]  # failed once, retried
+            failures[:] = [redis.TimeoutError("slow")] * 2
+            with pytest.raises(redis.TimeoutError):  # failed twice: raised
+                execute(client, [("GET", "k")])
+        finally:
+            conn_class.pack_commands = original  # type: ignore[method-assign]
+        assert execute(client, [("GET", "k")]) == [b"1"]
+        server.stop()
+        with pytest.raises(redis.ConnectionError):
+            execute(client, [("GET", "k")])
+        server.start()
+        assert execute(client, [("GET", "k")]) == [None]  # back (no persistence: empty)
+
+
+def test_execute_on_a_cluster_client_falls_back_to_its_own_commands() -> None:
+    class Fake:
+        def __init__(self) -> None:
+            self.calls: list[tuple[object, ...]] = []
+
+        def execute_command(self, *args: object) -> object:
+            self.calls.append(args)
+            if args[0] == "EVALSHA":
+                raise NoScriptError("NOSCRIPT")
+            return b"x"
+
+    fake = Fake()
+    assert execute(fake, [("GET", "a")]) == [b"x"]
+    (reply,) = execute(fake, [("EVALSHA", "0" * 40, 0)])
+    assert isinstance(reply, NoScriptError)
+    assert fake.calls == [("GET", "a"), ("EVALSHA", "0" * 40, 0)]
