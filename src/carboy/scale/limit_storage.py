@@ -233,13 +233,22 @@ class LimitScript:
         return t.cast(list[int], reply)
 
     async def acheck(
-        self, calls: t.Sequence[tuple[RateLimitItem, str, int, bool]], stop_on_breach: bool
+        self,
+        calls: t.Sequence[tuple[RateLimitItem, str, int, bool]],
+        stop_on_breach: bool,
+        prefetch: t.Sequence[t.Any] = (),
     ) -> list[tuple[int, int, float]]:
-        """:meth:`check` with the asyncio client of the running loop (never blocks it)."""
+        """:meth:`check` with the asyncio client of the running loop (never blocks it); the
+        *prefetch* objects' ``_aprefetch(client)`` give their calls, as :meth:`check`'s do."""
         client = self.connection.aio
+        batches = self._batches(calls, stop_on_breach)
+        if prefetch and len(batches) == 1 and not self._cluster:
+            wanted = [(p, call) for p in prefetch if (call := p._aprefetch(client)) is not None]
+            if wanted:
+                return self._results([await self._acheck_with(client, batches[0], wanted)])
         replies: list[list[int]] = []
         breached = False
-        for keys, args in self._batches(calls, stop_on_breach):
+        for keys, args in batches:
             if breached and stop_on_breach:
                 replies.append([-1, 0, 0])
                 continue
@@ -251,3 +260,27 @@ class LimitScript:
             breached = breached or 0 in reply[0::3]
             replies.append(reply)
         return self._results(replies)
+
+    async def _acheck_with(
+        self,
+        client: t.Any,
+        batch: tuple[list[str], list[t.Any]],
+        wanted: list[tuple[t.Any, tuple[str, list[str], list[t.Any]]]],
+    ) -> list[int]:
+        """:meth:`_check_with` on the asyncio *client*: one round trip."""
+        keys, args = batch
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        for _owner, (sha, their_keys, their_args) in wanted:
+            pipe.evalsha(sha, len(their_keys), *their_keys, *their_args)
+        replies = await pipe.execute(raise_on_error=False)
+        for (owner, _call), reply in zip(wanted, replies[1:], strict=True):
+            if not isinstance(reply, Exception):
+                owner._prefetched_reply(reply)
+        reply = replies[0]
+        if isinstance(reply, NoScriptError):
+            await client.script_load(self.source)
+            reply = await client.evalsha(self.sha, len(keys), *keys, *args)
+        elif isinstance(reply, Exception):
+            raise reply
+        return t.cast(list[int], reply)

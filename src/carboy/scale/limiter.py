@@ -30,7 +30,9 @@ tried again every :data:`RETRY_INTERVAL` seconds, so service is back within a se
 
 Async: with ``RATELIMIT_ASYNC = True`` the hooks are coroutines that use the asyncio Redis
 client of the running loop, for ASGI apps with async views (the loop is never blocked and no
-request hops to the thread pool for its limits). The default, sync hooks, suits WSGI and ASGI
+request hops to the thread pool for its limits). Like the sync hook, it sends the request's
+Redis session load in the limits' round trip; it also loads an async view's session before the
+view when the app's sessions leave that to it. The default, sync hooks, suits WSGI and ASGI
 apps whose views are sync (they run in the thread pool with the view).
 
 .. versionadded:: 0.1
@@ -828,14 +830,16 @@ class Limiter:
             self._storage_back()
         return results
 
-    async def _arun(self, checks: list[_Check]) -> list[tuple[int, int, float]] | None:
+    async def _arun(
+        self, checks: list[_Check], sessions: t.Sequence[t.Any] = ()
+    ) -> list[tuple[int, int, float]] | None:
         stop = bool(self._fail_on_first_breach)
         if self._down_until and self._storage_resting():
             return self._outage_results(checks, stop)
         try:
             if self._script is not None:
                 calls = [(c.limit.item, c.key, c.cost, c.hit) for c in checks]
-                results = await self._script.acheck(calls, stop)
+                results = await self._script.acheck(calls, stop, sessions)
             elif isinstance(t.cast(_MemoryEngine, self._engine).storage, MemoryStorage):
                 results = t.cast(_MemoryEngine, self._engine).check(checks, stop)
             else:  # another limits storage: its client blocks, so in the thread pool
@@ -907,9 +911,21 @@ class Limiter:
             self._decide(checks, self._run(checks))
 
     async def _acheck_request(self) -> None:
-        checks = self._collect()
-        if checks:
-            self._decide(checks, await self._arun(checks))
+        sessions = _prefetches()
+        try:
+            checks = self._collect()
+            if checks:
+                self._decide(checks, await self._arun(checks, sessions))
+        finally:
+            # An async view's session left to this hook (see RedisSessionInterface.
+            # open_session) is loaded now on the asyncio client if the limits' round trip
+            # did not bring it (no limits here, outage, cluster, NOSCRIPT, another client).
+            for session in sessions:
+                await session._aload_ahead()
+
+    # Read by carboy.scale.sessions: as the app's first before-request function, this hook
+    # loads async views' sessions ahead on the asyncio client, so they skip the pool preload.
+    _acheck_request._carboy_loads_sessions = True  # type: ignore[attr-defined]
 
     def _deductions(self, response: Response) -> list[_Check]:
         state: _State | None = getattr(_req(), self._attr, None)
@@ -970,7 +986,8 @@ def _req() -> t.Any:
 def _prefetches() -> list[t.Any]:
     """The request's server-side session, if its interface lets it be loaded ahead
     (``redis_prefetch``, as ``carboy.scale.sessions``' does), so the limits' round trip also
-    loads it; else nothing. The session is opened, not accessed (no ``Vary: Cookie``)."""
+    loads it; else nothing. The session is opened, not accessed (no ``Vary: Cookie``). It has
+    ``_prefetch``/``_aprefetch``, ``_prefetched_reply`` and ``_aload_ahead``."""
     ctx = _cv_request_get()
     # PERF: one attribute read for apps whose sessions cannot be loaded ahead (cookies).
     if not getattr(ctx.app.session_interface, "redis_prefetch", False):

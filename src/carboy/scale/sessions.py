@@ -42,6 +42,7 @@ the first request after Redis returns is served.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import secrets
 import time
@@ -55,6 +56,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from ..json.tag import TaggedJSONSerializer
 from ..sessions import SessionInterface, SessionMixin
+from ..signals import request_started
 from .connection import EXTENSION_KEY, RedisConnection
 
 if t.TYPE_CHECKING:
@@ -104,6 +106,12 @@ _UNREACHABLE = (
 
 def _script(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text(encoding="utf-8")
+
+
+#: ``session_load.lua`` and its SHA1, for the calls made without a registered script (sent
+#: ahead in another module's round trip, or on the asyncio client).
+_LOAD_SOURCE = _script("session_load")
+_LOAD_SHA = hashlib.sha1(_LOAD_SOURCE.encode("utf-8")).hexdigest()
 
 
 def _seconds(value: t.Any, name: str) -> float:
@@ -167,6 +175,9 @@ class RedisSession(SessionMixin):
         #: ``session_load``'s reply, read ahead in another module's round trip (see
         #: :meth:`_prefetch`); ``None`` when there is none.
         self._prefetched: t.Any = None
+        #: An async view's session whose load an async before-request step owes, on the
+        #: asyncio client (:meth:`_aload_ahead`), instead of the thread pool's preload.
+        self._aload_due = False
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -235,17 +246,31 @@ class RedisSession(SessionMixin):
         loaded, or locked: a lock must be taken before the load) or lives on another client.
         The reply goes to :meth:`_prefetched`; without one the session loads itself on use.
         """
-        if self.sid is None or self._data is not None or self._error is not None:
+        if not self._loads_ahead() or self._interface.redis_client(self._app) is not client:
             return None
-        if self._want_lock or self._prefetched is not None:
+        return self._load_call()
+
+    def _aprefetch(self, client: t.Any) -> tuple[str, list[str], list[t.Any]] | None:
+        """:meth:`_prefetch` for an asyncio *client* (the limiter's asynchronous hook)."""
+        if not self._loads_ahead() or self._interface._aio_client(self._app) is not client:
             return None
-        interface = self._interface
-        if interface.redis_client(self._app) is not client:
-            return None
-        script = interface._scripts_of(client)["session_load"]
+        return self._load_call()
+
+    def _loads_ahead(self) -> bool:
+        """Whether the session's load may be sent ahead (see :meth:`_prefetch`)."""
         return (
-            script.sha,
-            [interface.key(self.sid)],
+            self.sid is not None
+            and self._data is None
+            and self._error is None
+            and not self._want_lock
+            and self._prefetched is None
+        )
+
+    def _load_call(self) -> tuple[str, list[str], list[t.Any]]:
+        interface = self._interface
+        return (
+            _LOAD_SHA,
+            [interface.key(t.cast(str, self.sid))],
             [interface._absolute_ms(self._app), CREATED_FIELD],
         )
 
@@ -260,6 +285,30 @@ class RedisSession(SessionMixin):
             self._load()
         except SessionUnavailable:
             pass
+
+    async def _aload_ahead(self) -> None:
+        """Load now on the asyncio client, if :meth:`RedisSessionInterface.open_session` left
+        this session's load to an async before-request step (:attr:`_aload_due`) and no
+        round trip brought it (a ``NOSCRIPT`` or error reply, a cluster, an outage); keep any
+        error for the first access, like the thread pool's preload.
+        """
+        if not self._aload_due:
+            return
+        self._aload_due = False
+        if not self._loads_ahead():
+            return
+        client = self._interface._aio_client(self._app)
+        sha, keys, args = self._load_call()
+        try:
+            try:
+                reply = await client.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                await client.script_load(_LOAD_SOURCE)
+                reply = await client.evalsha(sha, len(keys), *keys, *args)
+        except redis.RedisError:
+            self._error = SessionUnavailable(_UNREACHABLE)
+            return
+        self._prefetched_reply(reply)
 
     # -- the mapping -----------------------------------------------------------------------
 
@@ -501,6 +550,19 @@ class RedisSessionInterface(SessionInterface):
             layer = RedisConnection(app, url=app.config.get("REDIS_URL") or "redis://127.0.0.1")
         return t.cast(redis.Redis, layer.sync)
 
+    def _aio_client(self, app: Carboy) -> t.Any:
+        """The asyncio client of the running loop (the app's connection layer's), or ``None``
+        with ``SESSION_REDIS`` (a sync client, which has no asyncio twin here).
+
+        :raises RuntimeError: no event loop is running in this thread.
+        """
+        if self.client is not None:
+            return None
+        layer = app.extensions.get(EXTENSION_KEY)
+        if layer is None:
+            layer = RedisConnection(app, url=app.config.get("REDIS_URL") or "redis://127.0.0.1")
+        return layer.aio
+
     def _scripts_of(self, client: t.Any) -> dict[str, t.Any]:
         scripts = self._scripts.get(id(client))
         if scripts is None:
@@ -598,8 +660,10 @@ class RedisSessionInterface(SessionInterface):
 
     def open_session(self, app: Carboy, request: Request) -> RedisSession:
         """A lazily loaded session for the request's cookie: no Redis call until the session
-        is used, except for an async view under ASGI, whose session is loaded here (in the
-        thread pool) so that the view never waits on Redis on the event loop."""
+        is used, except for an async view under ASGI, whose session must be loaded before the
+        view so that the view never waits on Redis on the event loop: on the asyncio client by
+        the async limiter's hook when it will (:meth:`_loaded_by_hook`, in the round trip of
+        its limits), else here (in the thread pool)."""
         # PERF: no Redis call here: a request that never touches its session (or has no
         # session cookie) costs Redis nothing, and keeps working while Redis is down.
         sid = self._sid_from_cookie(app, request.cookies.get(self.get_cookie_name(app)))
@@ -617,8 +681,24 @@ class RedisSessionInterface(SessionInterface):
             and view is not None
             and asyncio.iscoroutinefunction(view)
         ):
-            session._preload()
+            if not locked and self._loaded_by_hook(app):
+                session._aload_due = True
+            else:
+                session._preload()
         return session
+
+    def _loaded_by_hook(self, app: Carboy) -> bool:
+        """Whether an async view's session can be left to the app's first before-request
+        function, when it is one that loads sessions ahead (``_carboy_loads_sessions``: the
+        limiter's with ``RATELIMIT_ASYNC``) and nothing else of the request can run on the
+        event loop before it (no URL value preprocessor, no ``request_started`` receiver):
+        on the session's own asyncio client (not ``SESSION_REDIS``)."""
+        if self.client is not None or request_started.receivers:
+            return False
+        hooks = app.before_request_funcs.get(None)
+        if not hooks or not getattr(hooks[0], "_carboy_loads_sessions", False):
+            return False
+        return not any(app.url_value_preprocessors.values())
 
     def regenerate(self, session: RedisSession) -> None:
         """Flask-Session 0.8's ``app.session_interface.regenerate(session)``."""
