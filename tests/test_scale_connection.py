@@ -14,7 +14,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 import carboy
-from carboy.scale.connection import RedisConnection, _parse, execute, get_redis
+from carboy.scale.connection import RedisConnection, _held_connection, _parse, execute, get_redis
 from redis_servers import RedisServer
 
 URL = "redis://127.0.0.1:6379/15"
@@ -136,7 +136,9 @@ def test_an_unreachable_server_fails_fast_with_a_redis_error() -> None:
         layer.sync.get("x")
 
 
-def test_execute_sends_commands_in_one_round_trip_and_returns_error_replies() -> None:
+def test_execute_sends_commands_in_one_round_trip_and_returns_error_replies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     layer = RedisConnection(make_app())
     client = layer.sync
     client.set("carboy-test:exec", "v", px=5000)
@@ -148,14 +150,14 @@ def test_execute_sends_commands_in_one_round_trip_and_returns_error_replies() ->
         sent.append(command)
         original(self, command, check_health)
 
-    conn_class.send_packed_command = spy  # type: ignore[method-assign]
-    try:
-        replies = execute(
-            client,
-            [("GET", "carboy-test:exec"), ("EVALSHA", "0" * 40, 0), ("PTTL", "carboy-test:exec")],
-        )
-    finally:
-        conn_class.send_packed_command = original  # type: ignore[method-assign]
+    # monkeypatch removes the class attribute afterwards (a plain assignment back would leave
+    # one on the subclass, hiding later patches of the base class from other tests).
+    monkeypatch.setattr(conn_class, "send_packed_command", spy)
+    replies = execute(
+        client,
+        [("GET", "carboy-test:exec"), ("EVALSHA", "0" * 40, 0), ("PTTL", "carboy-test:exec")],
+    )
+    monkeypatch.undo()
     assert len(sent) == 1  # one write: the three commands are pipelined
     assert replies[0] == b"v"
     assert isinstance(replies[1], NoScriptError)  # an error reply is returned in its place
@@ -163,7 +165,9 @@ def test_execute_sends_commands_in_one_round_trip_and_returns_error_replies() ->
     assert client.get("carboy-test:exec") == b"v"  # the connection went back usable
 
 
-def test_execute_retries_once_when_a_connection_fails_mid_command() -> None:
+def test_execute_retries_once_when_a_connection_fails_mid_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with RedisServer() as server:
         layer = RedisConnection(make_app(server.url))
         client = layer.sync
@@ -177,14 +181,12 @@ def test_execute_retries_once_when_a_connection_fails_mid_command() -> None:
                 raise failures.pop()
             return original(self, *args, **kwargs)
 
-        conn_class.pack_commands = flaky  # type: ignore[method-assign]
-        try:
-            assert execute(client, [("GET", "k")]) == [b"1"]  # failed once, retried
-            failures[:] = [redis.TimeoutError("slow")] * 2
-            with pytest.raises(redis.TimeoutError):  # failed twice: raised
-                execute(client, [("GET", "k")])
-        finally:
-            conn_class.pack_commands = original  # type: ignore[method-assign]
+        monkeypatch.setattr(conn_class, "pack_commands", flaky)
+        assert execute(client, [("GET", "k")]) == [b"1"]  # failed once, retried
+        failures[:] = [redis.TimeoutError("slow")] * 2
+        with pytest.raises(redis.TimeoutError):  # failed twice: raised
+            execute(client, [("GET", "k")])
+        monkeypatch.undo()
         assert execute(client, [("GET", "k")]) == [b"1"]
         server.stop()
         with pytest.raises(redis.ConnectionError):
@@ -209,3 +211,28 @@ def test_execute_on_a_cluster_client_falls_back_to_its_own_commands() -> None:
     (reply,) = execute(fake, [("EVALSHA", "0" * 40, 0)])
     assert isinstance(reply, NoScriptError)
     assert fake.calls == [("GET", "a"), ("EVALSHA", "0" * 40, 0)]
+
+
+def test_execute_keeps_one_connection_per_thread_and_hands_it_back_when_the_thread_ends() -> None:
+    layer = RedisConnection(make_app())
+    client = layer.sync
+    pool = client.connection_pool
+    seen: list[object] = []
+
+    def work() -> None:
+        for _ in range(3):
+            assert execute(client, [("PING",)]) == [b"PONG"]
+            seen.append(_held_connection(pool))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert len(set(map(id, seen))) == 1  # one connection for the thread's three round trips
+    assert seen[0] not in pool._in_use_connections  # type: ignore[attr-defined]
+    assert seen[0] in pool._available_connections  # type: ignore[attr-defined]
+    # Another thread gets its own (the first is back in the pool, so it may be reused).
+    other: list[object] = []
+    worker = threading.Thread(target=lambda: other.append(_held_connection(pool)))
+    worker.start()
+    worker.join()
+    assert other[0] in pool._available_connections  # type: ignore[attr-defined]
