@@ -129,11 +129,8 @@ class SessionUnavailable(ServiceUnavailable):
     """
 
     def __init__(self, description: str, retry_after: int = 1) -> None:
-        super().__init__(description)
-        self.retry_after = retry_after
-
-    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
-        return [*super().get_headers(*args, **kwargs), ("Retry-After", str(self.retry_after))]
+        # Werkzeug's ServiceUnavailable sends the one Retry-After header itself.
+        super().__init__(description, retry_after=retry_after)
 
 
 class RedisSession(SessionMixin):
