@@ -54,18 +54,31 @@ def script(name: str) -> str:
     return str(path)
 
 
-def _granian(interface: str) -> Callable[[str, int], list[str]]:
+def _granian(interface: str, blocking_threads: int = 1) -> Callable[[str, int], list[str]]:
     def command(target: str, port: int) -> list[str]:
-        # One blocking (Python) thread: with one core, more threads only contend for the GIL
-        # (granian's default allows hundreds, and warns about it).
+        # One blocking (Python) thread by default: with one core, more threads only contend
+        # for the GIL (granian's default allows hundreds, and warns about it). Views that wait
+        # on I/O (benchmarks/shared_state.py) are also measured with more.
         return [
             script("granian"), "--interface", interface, "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1", "--runtime-threads", "1",
-            "--blocking-threads", "1", "--http", "1", "--no-ws", "--log-level", "warning",
-            target,
+            "--blocking-threads", str(blocking_threads), "--http", "1", "--no-ws",
+            "--log-level", "warning", target,
         ]  # fmt: skip
 
     return command
+
+
+def granian_wsgi(blocking_threads: int) -> ServerKind:
+    """granian WSGI with *blocking_threads* Python threads in its one worker."""
+    if blocking_threads == 1:
+        return BY_KEY["granian-wsgi"]
+    return ServerKind(
+        "granian-wsgi",
+        f"granian (WSGI, {blocking_threads} threads)",
+        "wsgi",
+        _granian("wsgi", blocking_threads),
+    )
 
 
 def _gunicorn(target: str, port: int) -> list[str]:

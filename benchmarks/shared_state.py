@@ -32,6 +32,9 @@ What it measures, in this order:
    granian WSGI, carboy async and sync views on granian ASGI. ``--repeats`` rounds of
    ``--duration`` seconds take turns between the two stacks of a server; reported are each
    stack's median round, the spread, and the ratio of each round's pair (same moment).
+   The WSGI pair is loaded once per ``--threads`` count (granian's blocking threads; default
+   1 and 8): with one thread a worker idles while Redis answers, with more another request
+   runs meanwhile, as a deployment of I/O-bound views would be served.
 
 Redis is the machine's (``--redis``, database 14 by default). Every key this run makes starts
 with a per-run prefix, and only those keys are deleted at the end.
@@ -70,7 +73,7 @@ from benchmarks import endtoend, inprocess, wrk
 from benchmarks.endtoend import _log_dir, _pin_self
 from benchmarks.scenarios import Answer, Request, WrongAnswer, expect
 from benchmarks.servers import BY_KEY as SERVERS
-from benchmarks.servers import Server, ask
+from benchmarks.servers import Server, ask, granian_wsgi
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The machine's Redis, database 14 (the tests use 15).
@@ -477,6 +480,9 @@ class LoadSettings:
     connections: int = 32
     server_cpu: int = 0
     client_cpu: int = 1
+    #: granian WSGI's blocking threads: one load of the WSGI pair per count (the ASGI pair is
+    #: loaded once: granian ASGI runs one Python thread, sync views go to carboy's pool).
+    threads: tuple[int, ...] = (1, 8)
 
 
 def _check_served(server: Server, request: Request, stack: Stack, computed: str) -> None:
@@ -488,12 +494,31 @@ def _check_served(server: Server, request: Request, stack: Stack, computed: str)
         raise WrongAnswer(f"{stack.key} on {server.kind.label}: {exc}") from None
 
 
-def load(settings: LoadSettings, only: t.Sequence[str] = ()) -> dict[str, dict[str, t.Any]]:
-    """req/s of each stack, each pair of one server taking turns; see the module docs."""
+def load(
+    settings: LoadSettings, only: t.Sequence[str], url: str, prefixes: list[str]
+) -> dict[str, dict[str, dict[str, t.Any]]]:
+    """req/s of each stack, each pair of one server taking turns, by granian WSGI thread
+    count (``"1"``, ``"8"``...); see the module docs. Each count runs under a fresh key
+    prefix (appended to *prefixes*), so its servers find a cold cache."""
+    by_threads: dict[str, dict[str, dict[str, t.Any]]] = {}
+    for index, threads in enumerate(settings.threads):
+        pairs = PAIRS if index == 0 else PAIRS[:1]
+        with run_prefix(url) as prefix:
+            prefixes.append(prefix)
+            by_threads[str(threads)] = _load(settings, threads, pairs, only)
+    return by_threads
+
+
+def _load(
+    settings: LoadSettings,
+    threads: int,
+    pairs: t.Sequence[tuple[str, str]],
+    only: t.Sequence[str] = (),
+) -> dict[str, dict[str, t.Any]]:
     _pin_self(settings.client_cpu)
     logs = _log_dir(endtoend.Settings())
     results: dict[str, dict[str, t.Any]] = {}
-    for pair in PAIRS:
+    for pair in pairs:
         stacks = [BY_KEY[k] for k in pair if not only or k in only]
         if not stacks:
             continue
@@ -501,7 +526,7 @@ def load(settings: LoadSettings, only: t.Sequence[str] = ()) -> dict[str, dict[s
             servers = {
                 s.key: exits.enter_context(
                     Server(
-                        SERVERS[s.server],
+                        granian_wsgi(threads) if s.server == "granian-wsgi" else SERVERS[s.server],
                         s,  # type: ignore[arg-type]
                         settings.server_cpu,
                         logs / f"shared-state-{s.key}.log",
@@ -542,6 +567,7 @@ def load(settings: LoadSettings, only: t.Sequence[str] = ()) -> dict[str, dict[s
             median = sorted(loads, key=lambda x: x.rps)[(len(loads) - 1) // 2]
             results[stack.key] = {
                 "server": stack.server,
+                "threads": threads if stack.server == "granian-wsgi" else 1,
                 "rps_median": statistics.median(rps),
                 "rps_rounds": rps,
                 "p50_ms": median.p50_ms,
@@ -614,23 +640,25 @@ def print_report(results: dict[str, t.Any]) -> None:
                     f"{p} {s:.0%}" for p, s in e.get("time_share", {}).items() if s >= 0.02
                 )
                 print(f"  {key} ({e.get('us_profiled', 0):.0f} us profiled): {shares}")
-    served = results.get("endtoend", {})
-    if served:
-        print("\n| stack | server | req/s median | rounds | p50 ms | p99 ms | errors |")
-        print("|---|---|---:|---|---:|---:|---:|")
-        for key, e in served.items():
-            rounds = ", ".join(f"{r:.0f}" for r in e["rps_rounds"])
-            print(
-                f"| {key} | {e['server']} | {e['rps_median']:.0f} | {rounds} | "
-                f"{e['p50_ms']:.2f} | {e['p99_ms']:.2f} | {e['errors']} |"
-            )
-        for key, e in served.items():
-            if "ratio_median" in e:
-                rounds = ", ".join(f"{r:.2f}" for r in e["ratio_rounds"])
+    by_threads = results.get("endtoend", {})
+    if by_threads:
+        print("\n| stack | server | threads | req/s median | rounds | p50 ms | p99 ms | errors |")
+        print("|---|---|---:|---:|---|---:|---:|---:|")
+        for served in by_threads.values():
+            for key, e in served.items():
+                rounds = ", ".join(f"{r:.0f}" for r in e["rps_rounds"])
                 print(
-                    f"ratio {key} / {e['ratio_to']}: median {e['ratio_median']:.2f} "
-                    f"(rounds {rounds})"
+                    f"| {key} | {e['server']} | {e['threads']} | {e['rps_median']:.0f} | "
+                    f"{rounds} | {e['p50_ms']:.2f} | {e['p99_ms']:.2f} | {e['errors']} |"
                 )
+        for served in by_threads.values():
+            for key, e in served.items():
+                if "ratio_median" in e:
+                    rounds = ", ".join(f"{r:.2f}" for r in e["ratio_rounds"])
+                    print(
+                        f"ratio {key} / {e['ratio_to']} ({e['threads']} thread(s)): median "
+                        f"{e['ratio_median']:.2f} (rounds {rounds})"
+                    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -644,13 +672,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=LoadSettings.repeats)
     parser.add_argument("--warmup", type=float, default=LoadSettings.warmup)
     parser.add_argument("--connections", type=int, default=LoadSettings.connections)
+    parser.add_argument(
+        "--threads",
+        default=",".join(map(str, LoadSettings.threads)),
+        help="granian WSGI blocking threads, comma-separated: one load of the WSGI pair each",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
     only = [k.strip() for k in args.stacks.split(",") if k.strip()]
     unknown = [k for k in only if k not in BY_KEY]
     if unknown:
         raise SystemExit(f"unknown stacks: {', '.join(unknown)} (known: {', '.join(BY_KEY)})")
-    settings = LoadSettings(args.duration, args.repeats, args.warmup, args.connections)
+    threads = tuple(int(n) for n in args.threads.split(",") if n.strip())
+    if not threads or min(threads) < 1:
+        raise SystemExit("--threads: one or more counts of 1 or more, comma-separated")
+    settings = LoadSettings(
+        args.duration, args.repeats, args.warmup, args.connections, threads=threads
+    )
     results: dict[str, t.Any] = {
         "command": "python " + " ".join(["benchmarks/shared_state.py", *(argv or sys.argv[1:])]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -666,10 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check:
             if not wrk.available():
                 raise SystemExit("the load needs wrk and taskset on PATH (or use --check)")
-            with run_prefix(args.redis) as prefix:
-                results["prefixes"].append(prefix)
-                results["settings"] = settings.__dict__
-                results["endtoend"] = load(settings, only)
+            results["settings"] = settings.__dict__
+            results["endtoend"] = load(settings, only, args.redis, results["prefixes"])
     except WrongAnswer as exc:
         print(f"wrong answer: {exc}", file=sys.stderr)
         return 1

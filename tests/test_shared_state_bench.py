@@ -135,12 +135,19 @@ def test_tiny_timed_run_serves_every_stack_without_errors(tmp_path: Path) -> Non
     results = run_bench(
         tmp_path,
         "--requests", "5", "--profiled", "0", "--duration", "1", "--repeats", "1",
-        "--warmup", "0",
+        "--warmup", "0", "--threads", "1,4",
     )  # fmt: skip
-    served = results["endtoend"]
-    assert isinstance(served, dict)
+    by_threads = results["endtoend"]
+    assert isinstance(by_threads, dict)
+    assert set(by_threads) == {"1", "4"}
+    served = by_threads["1"]
     assert set(served) == {"carboy-wsgi", "flask", "carboy-async", "carboy-sync"}
-    for key, entry in served.items():
-        assert entry["errors"] == 0 and entry["requests"] > 0, (key, entry)
-    assert served["carboy-wsgi"]["ratio_to"] == "flask"
+    # More granian WSGI threads: the WSGI pair again (granian ASGI runs one Python thread).
+    assert set(by_threads["4"]) == {"carboy-wsgi", "flask"}
+    for threads, stacks in by_threads.items():
+        for key, entry in stacks.items():
+            assert entry["errors"] == 0 and entry["requests"] > 0, (threads, key, entry)
+            wsgi = entry["server"] == "granian-wsgi"
+            assert entry["threads"] == (int(threads) if wsgi else 1), (threads, key)
+        assert stacks["carboy-wsgi"]["ratio_to"] == "flask"
     assert served["carboy-async"]["ratio_to"] == "carboy-sync"
