@@ -244,6 +244,9 @@ class _Held:
                 pass
 
 
+# A thread-local, not a contextvar: a connection is a resource of the thread that uses it (one
+# socket, never shared between threads), not request state; a contextvar's value would be
+# copied into every task and context that the thread runs.
 _thread = threading.local()
 
 
