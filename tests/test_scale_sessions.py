@@ -33,6 +33,7 @@ from carboy.scale.sessions import (
     RedisSessionInterface,
     Session,
     _script,
+    arevoke_user_sessions,
     revoke_user_sessions,
     session_lock,
 )
@@ -731,9 +732,29 @@ def test_async_helpers_and_async_views_without_session_in_an_outage(app: carboy.
         async def afree() -> str:
             return "free"
 
+        @app.post("/alogin")
+        async def alogin() -> str:
+            await session.aregenerate()  # type: ignore[attr-defined]
+            session.bind_user("eve")  # type: ignore[attr-defined]
+            return "in"
+
+        @app.post("/arevoke")
+        async def arevoke() -> str:
+            return str(await arevoke_user_sessions("eve"))
+
         c = app.test_client()
         assert c.post("/aincr").text == "2 [2]"
         assert c.post("/aincr").text == "4 [2, 4]"
+        before = c.get_cookie("session").value  # type: ignore[union-attr]
+        assert c.post("/alogin").text == "in"
+        after = c.get_cookie("session").value  # type: ignore[union-attr]
+        assert after != before
+        old = app.test_client()
+        old.set_cookie("session", before)
+        assert old.post("/aincr").text == "2 [2]"  # the old id is gone: a new session
+        assert c.post("/aincr").text == "6 [2, 4, 6]"  # the data moved to the new id
+        assert c.post("/arevoke").text == "1"
+        assert c.post("/aincr").text == "2 [2]"  # revoked: a new, empty session
         server.stop()
         assert c.get("/afree").status_code == 200  # its session is never used
         assert c.post("/aincr").status_code == 503

@@ -69,6 +69,7 @@ __all__ = [
     "RedisSession",
     "RedisSessionInterface",
     "Session",
+    "arevoke_user_sessions",
     "revoke_user_sessions",
     "session_lock",
 ]
@@ -452,6 +453,16 @@ class RedisSession(SessionMixin):
         self._deleted = set()
         self._regenerated = True
         self.modified = True
+
+    async def aregenerate(self) -> None:
+        """:meth:`regenerate` for async views: the old id's deletion runs in a worker thread,
+        so the event loop never waits on Redis.
+
+        :raises SessionUnavailable: Redis is unreachable.
+
+        .. versionadded:: 0.1
+        """
+        await asyncio.to_thread(self.regenerate)
 
     def bind_user(self, user_id: t.Any) -> None:
         """Bind the session to *user_id* (stored as ``session["_user_id"]``, Flask-Login's
@@ -894,6 +905,21 @@ class Session:
         if self.app is None:
             return revoke_user_sessions(user_id)
         return revoke_user_sessions(user_id, self.app)
+
+
+async def arevoke_user_sessions(user_id: t.Any, app: Carboy | None = None) -> int:
+    """:func:`revoke_user_sessions` for async code: the Redis calls run in a worker thread.
+
+    :raises RuntimeError: the app's sessions are not Redis sessions.
+    :raises redis.RedisError: Redis is unreachable.
+
+    .. versionadded:: 0.1
+    """
+    if app is None:
+        from ..globals import current_app
+
+        app = t.cast("Carboy", current_app._get_current_object())  # type: ignore[attr-defined]
+    return await asyncio.to_thread(revoke_user_sessions, user_id, app)
 
 
 def _regenerate_on_login(app: Carboy) -> None:
