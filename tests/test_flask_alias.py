@@ -25,7 +25,7 @@ def test_every_extension_has_its_file() -> None:
     expected = {
         "test_alias_active.py",
         *(f"test_ext_{name}.py" for name in ("login", "caching", "wtf", "cors")),
-        *(f"test_ext_{name}.py" for name in ("limiter", "session", "migrate")),
+        *(f"test_ext_{name}.py" for name in ("limiter", "session", "migrate", "socketio")),
     }
     assert expected <= {path.name for path in ALIAS_TESTS}
 
