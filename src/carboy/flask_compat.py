@@ -19,6 +19,7 @@ Two ways to switch it on without editing an app:
 
       CARBOY_APP='yourapp:create_app()' gunicorn carboy.flask_compat:app
       CARBOY_APP=yourapp:app uvicorn carboy.flask_compat:app
+      CARBOY_APP=yourapp:app hypercorn carboy.flask_compat:app
 
 :raises RuntimeError: on import, if the real ``flask`` package was imported first; the objects
     already bound to it cannot be swapped.
@@ -28,6 +29,7 @@ Two ways to switch it on without editing an app:
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import os
 import sys
@@ -153,4 +155,22 @@ def __getattr__(name: str) -> t.Any:
     return app
 
 
+class _BuiltinsThatFindTheApp(dict):  # type: ignore[type-arg]
+    """The builtins seen by code evaluated in this module's namespace from outside.
+
+    hypercorn finds ``module:app`` with ``eval("app", vars(module))``, which never calls the
+    module ``__getattr__`` above (gunicorn, uvicorn and granian use ``getattr``). A name that
+    ``eval`` finds neither in the module nor in the builtins is looked up here last, so
+    ``app`` still loads at the server's start, as with the others. The module's own
+    functions keep the real builtins (each took them when it was defined, above).
+    """
+
+    def __missing__(self, name: str) -> t.Any:
+        if name == "app":
+            return __getattr__(name)
+        raise KeyError(name)
+
+
 install()
+# Last, after every function of the module was defined (see _BuiltinsThatFindTheApp).
+globals()["__builtins__"] = _BuiltinsThatFindTheApp(vars(builtins))
