@@ -75,6 +75,33 @@ def test_suite_tiny_in_process_run_writes_report(tmp_path: Path) -> None:
     assert (tmp_path / "results.md").read_text() == report
 
 
+def test_suite_without_wrk_keeps_the_in_process_half_and_says_why(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"  # a PATH with this interpreter's tools but no wrk or taskset
+    bare.mkdir()
+    env = {**os.environ, "PATH": str(bare)}
+    proc = subprocess.run(
+        [*RUN, "--scenarios", "hello", "--frameworks", "carboy-wsgi,falcon",
+         "--target-time", "0.002", "--repeats", "1", "--no-memory", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "end to end: skipped: wrk and taskset are not on PATH" in proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["inprocess"]["hello"]["carboy-wsgi"]["us"] > 0
+    assert "endtoend" not in results
+    assert results["meta"]["skipped"] == {
+        "endtoend": "wrk and taskset are not on PATH (Debian packages wrk and util-linux)"
+    }
+    assert "End to end: skipped, because wrk and taskset" in (tmp_path / "results.md").read_text()
+    # Asked for the end-to-end half alone, it refuses at once, saying why.
+    proc = subprocess.run(
+        [*RUN, "--only", "endtoend", "--out", str(tmp_path / "e2e")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "end to end: cannot run: wrk and taskset are not on PATH" in proc.stderr
+
+
 def _second_core() -> bool:
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     return {0, 1} <= affinity
