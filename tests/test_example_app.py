@@ -207,14 +207,49 @@ def test_wrong_password_flashes_and_stays_anonymous(client):
     assert b'class="flash flash-error"' in res.data
     with client.session_transaction() as sess:
         assert "account_id" not in sess
-    assert client.get("/").status_code == 302
+    assert b"Create an account" in client.get("/").data  # the welcome: signed out
 
 
-def test_anonymous_index_redirects_to_login(client):
+def test_a_first_visit_is_a_welcome_not_an_error(client):
     res = client.get("/")
-    assert res.status_code == 302
-    assert res.headers["Location"].endswith("/login")
+    assert res.status_code == 200
+    assert b"Create an account" in res.data and b'href="/register"' in res.data
+    assert b'class="flash flash-error"' not in res.data
+    # A page that needs an account still sends a visitor to log in, saying why.
+    res = client.get("/notes/new")
+    assert res.status_code == 302 and res.headers["Location"].endswith("/login")
     assert b"Please log in first." in client.get("/login").data
+
+
+@pytest.mark.parametrize("path", ["/notes/99999999999999999999999", "/api/notes/9" + "9" * 40])
+def test_ids_beyond_sqlite_integers_are_404_not_500(client, path):
+    signed_up(client)
+    res = client.get(path)
+    assert res.status_code == 404
+    if path.startswith("/api/"):
+        assert res.is_json and res.get_json()["error"]["status"] == 404
+    largest = f"/api/notes/{2**63 - 1}"  # the largest id SQLite holds: looked up, not found
+    assert client.get(largest).status_code == 404
+
+
+def test_every_api_error_is_json_with_its_headers(client):
+    res = client.put("/api/notes")  # a routing error (405), raised before any blueprint
+    assert res.status_code == 405
+    assert res.is_json
+    assert res.get_json() == {
+        "error": {"status": 405, "message": res.get_json()["error"]["message"]}
+    }
+    assert set(res.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    res = client.put("/notes/new")  # outside /api: the HTML page as before
+    assert res.status_code == 405 and not res.is_json
+
+
+def test_refuses_the_development_secret_key_outside_debug_and_testing(tmp_path):
+    with pytest.raises(RuntimeError, match="CARBOY_SECRET_KEY"):
+        create_app({"INSTANCE_PATH": str(tmp_path / "a")})
+    assert create_app({"INSTANCE_PATH": str(tmp_path / "b"), "DEBUG": True}).debug
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "c"), "SECRET_KEY": "a-real-one"})
+    assert not app.debug and not app.testing
 
 
 def test_create_view_list_and_delete_note_via_pages(client):
@@ -393,7 +428,7 @@ def test_logout_clears_session(client):
     assert b"You have been logged out." in client.get("/login").data
     with client.session_transaction() as sess:
         assert "account_id" not in sess
-    assert client.get("/").status_code == 302
+    assert b"Create an account" in client.get("/").data  # the welcome: signed out
     assert client.get("/api/notes").status_code == 401
 
 
@@ -417,6 +452,7 @@ def test_500_page(tmp_path):
     app = create_app(
         {
             "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "a-real-one",
             "PROPAGATE_EXCEPTIONS": False,
         }
     )

@@ -98,6 +98,36 @@ def carboy_run_url(tmp_path: Path) -> Iterator[str]:
     yield from run_server(cmd, tmp_path, port)
 
 
+def test_readme_first_command_serves_in_debug_mode_without_a_secret_key(tmp_path: Path) -> None:
+    """README's first command (with ``--no-reload`` so the test stops one process): debug mode
+    accepts the development secret key; without ``--debug`` the app refuses it, saying how to
+    set one."""
+    env = server_env(tmp_path)
+    env.pop("CARBOY_SECRET_KEY")
+    env.pop("CARBOY_DEBUG", None)
+    env.pop("FLASK_DEBUG", None)
+    refused = subprocess.run(
+        [*carboy_command(), "--app", "examples.notes", "run", "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "set CARBOY_SECRET_KEY" in refused.stdout + refused.stderr
+    port = free_port()
+    cmd = [*carboy_command(), "--app", "examples.notes", "run", "--debug", "--no-reload"]
+    log = tmp_path / "debug.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until_up(proc, f"http://127.0.0.1:{port}", log)
+            res = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+            assert res.status_code == 200 and "Create an account" in res.text
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 def test_gunicorn_serves_notes_end_to_end(gunicorn_url: str) -> None:
     with httpx.Client(base_url=gunicorn_url, timeout=10.0) as http:
         res = http.post("/register", data={"username": "linus", "password": "penguin!"})
@@ -146,7 +176,7 @@ def test_gunicorn_serves_notes_end_to_end(gunicorn_url: str) -> None:
         res = http.get("/api/notes")
         assert res.status_code == 401
         assert res.json()["error"]["status"] == 401
-        assert http.get("/").status_code == 302
+        assert http.get("/notes/new").status_code == 302  # signed out: sent to log in
 
 
 def test_carboy_run_serves_a_page(carboy_run_url: str) -> None:

@@ -104,7 +104,7 @@ def test_login_rate_limit_gives_a_friendly_429_with_retry_after(tmp_path: Path) 
     assert "Too many login attempts from your address." in text
     assert f"Please wait {retry_after} second" in text
     assert "<title>Too many attempts · Notes</title>" in text
-    assert client.get("/").status_code == 302  # not logged in
+    assert client.get("/notes/new").status_code == 302  # not logged in
     assert client.get("/login").status_code == 200  # only POST is limited
 
 
@@ -238,7 +238,7 @@ def test_with_redis_a_login_regenerates_the_server_side_session(
     assert len(session_keys()) == 1  # the old id's key is gone, the new one holds the login
     intruder = app.test_client()
     intruder.set_cookie("session", planted)
-    assert intruder.get("/").status_code == 302  # the planted id never authenticates
+    assert intruder.get("/notes/new").status_code == 302  # the planted id never authenticates
 
 
 def test_with_redis_unreachable_pages_and_api_answer_503_not_500(tmp_path: Path) -> None:

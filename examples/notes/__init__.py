@@ -38,6 +38,9 @@ from carboy import Carboy
 
 from . import api, db, errors, pages, shared
 
+#: The secret key of the built-in defaults: accepted only in debug or testing mode.
+DEV_SECRET_KEY = "dev"
+
 
 def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     """Build and return a configured notes application.
@@ -50,7 +53,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     app = Carboy(__name__, instance_relative_config=True, instance_path=instance_path)
 
     app.config.from_mapping(
-        SECRET_KEY="dev",
+        SECRET_KEY=DEV_SECRET_KEY,
         DATABASE=db.MEMORY,  # a file path keeps the notes across restarts
         NOTE_TITLE_MAX=200,
         LOGIN_RATE_LIMIT="10/minute",  # POST /login per client address
@@ -61,6 +64,13 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     else:
         app.config.from_mapping(overrides)
 
+    if app.config["SECRET_KEY"] == DEV_SECRET_KEY and not (app.debug or app.testing):
+        raise RuntimeError(
+            "The notes app refuses to run with its development secret key outside debug or"
+            " testing mode: set CARBOY_SECRET_KEY (for example to the output of"
+            " `python -c 'import secrets; print(secrets.token_hex())'`), or SECRET_KEY in"
+            f" {os.path.join(app.instance_path, 'config.py')}, or run with --debug."
+        )
     os.makedirs(app.instance_path, exist_ok=True)
 
     db.init_app(app)

@@ -78,7 +78,7 @@ def create_note() -> t.Any:
     return queries.note_as_dict(row), 201, {"Location": location}
 
 
-@bp.get("/notes/<int:note_id>")
+@bp.get(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @api_login_required
 def get_note(note_id: int) -> t.Any:
     row = queries.note_for(g.user["id"], note_id)
@@ -87,7 +87,7 @@ def get_note(note_id: int) -> t.Any:
     return queries.note_as_dict(row)
 
 
-@bp.delete("/notes/<int:note_id>")
+@bp.delete(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @api_login_required
 def delete_note(note_id: int) -> t.Any:
     if not queries.remove_note(g.user["id"], note_id):

@@ -39,7 +39,22 @@ def server_error(exc: InternalServerError) -> t.Any:
     return render_template("errors/500.html"), 500
 
 
+def api_error(exc: HTTPException) -> t.Any:
+    """Any other HTTP error under ``/api`` as JSON, with its own headers (``Allow`` on a 405).
+
+    Routing errors (404, 405) are raised before any blueprint is chosen, so the API
+    blueprint's own handler never sees them; this app-wide one does. Elsewhere the error's
+    own page is kept.
+    """
+    if not _wants_json():
+        return exc
+    status = exc.code or 500
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return {"error": {"status": status, "message": exc.description or exc.name}}, status, headers
+
+
 def init_app(app: Carboy) -> None:
+    app.errorhandler(HTTPException)(api_error)
     app.errorhandler(404)(not_found)
     app.errorhandler(429)(too_many_requests)
     app.errorhandler(500)(server_error)

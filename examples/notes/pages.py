@@ -94,8 +94,9 @@ def logout() -> t.Any:
 
 
 @bp.get("/")
-@login_required
 def index() -> t.Any:
+    if g.user is None:  # a first visit: what this is, and where to start
+        return render_template("pages/welcome.html")
     return render_template("pages/index.html", notes=queries.notes_for(g.user["id"]))
 
 
@@ -114,7 +115,7 @@ def new_note() -> t.Any:
     return render_template("pages/new_note.html", title=title, body=body)
 
 
-@bp.get("/notes/<int:note_id>")
+@bp.get(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @login_required
 def show_note(note_id: int) -> t.Any:
     note = queries.note_for(g.user["id"], note_id)
@@ -123,7 +124,7 @@ def show_note(note_id: int) -> t.Any:
     return render_template("pages/note.html", note=note)
 
 
-@bp.post("/notes/<int:note_id>/delete")
+@bp.post(f"/notes/<int(max={queries.MAX_ID}):note_id>/delete")
 @login_required
 def delete_note(note_id: int) -> t.Any:
     if not queries.remove_note(g.user["id"], note_id):

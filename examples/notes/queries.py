@@ -14,6 +14,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import shared
 from .db import get_db
 
+#: SQLite's largest integer: a larger id in a URL is refused by the route's converter (404)
+#: instead of overflowing in the query.
+MAX_ID = 2**63 - 1
+
 
 class UsernameTaken(Exception):
     """Raised when registering a name that already has an account."""
