@@ -23,8 +23,8 @@ def _tool(name: str) -> str:
 @pytest.mark.parametrize(
     "args",
     [
-        ["ruff", "check", "src", "tests", "benchmarks", "examples"],
-        ["ruff", "format", "--check", "src", "tests", "benchmarks", "examples"],
+        ["ruff", "check", "src", "tests", "benchmarks", "examples", "docs"],
+        ["ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "docs"],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],

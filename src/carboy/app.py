@@ -172,7 +172,7 @@ class Carboy(App):
 
         Flask-compatible: ``flask.Flask.async_to_sync``. The coroutine sees the caller's
         context, so ``request``, ``g`` and the rest stay available. Where it runs is decided
-        by :func:`carboy.concurrency.run_coroutine`: on the server's loop when called from a
+        by ``carboy.concurrency.run_coroutine``: on the server's loop when called from a
         pool thread under ASGI, else on the calling thread's long-lived loop (WSGI).
         """
 

@@ -1,6 +1,6 @@
 """Driving an app's ASGI side from a WSGI environ: what :class:`carboy.testing.ASGIClient` uses.
 
-:func:`environ_scope` is the inverse of :func:`carboy.asgi.scope_environ`; :class:`ASGIDriver`
+:func:`environ_scope` is the inverse of ``carboy.asgi.scope_environ``; :class:`ASGIDriver`
 is a WSGI callable that runs ``await app(scope, receive, send)`` on the calling thread's event
 loop and hands back what the app sent. Through it, Werkzeug's test client (and every test
 written for it) exercises the ASGI request path.

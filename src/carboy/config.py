@@ -192,7 +192,7 @@ class Config(dict[str, t.Any]):
 
         Flask-compatible: ``flask.Config.from_pyfile``.
 
-        :param filename: path of the file; relative paths are joined to :attr:`root_path`.
+        :param filename: path of the file; relative paths are joined to ``root_path``.
         :param silent: return ``False`` instead of raising when the file does not exist
             (or is a directory).
         :return: ``True`` when the file was loaded.
@@ -244,7 +244,7 @@ class Config(dict[str, t.Any]):
         ``config.from_file("config.json", load=json.load)`` or, with :mod:`tomllib`,
         ``config.from_file("config.toml", load=tomllib.load, text=False)``.
 
-        :param filename: path of the file; relative paths are joined to :attr:`root_path`.
+        :param filename: path of the file; relative paths are joined to ``root_path``.
         :param load: callable taking an open file and returning a mapping.
         :param silent: return ``False`` instead of raising when the file does not exist.
         :param text: open the file in text mode (``True``) or binary mode (``False``).

@@ -75,7 +75,7 @@ class SecureCookieSession(CallbackDict[str, t.Any], SessionMixin):
     """The session dict of :class:`SecureCookieSessionInterface`; tracks writes and reads.
 
     Flask-compatible: ``flask.sessions.SecureCookieSession``. Any write sets both
-    :attr:`modified` and :attr:`accessed`; ``[]``, :meth:`get` and :meth:`setdefault` set
+    :attr:`modified` and :attr:`accessed`; ``[]``, ``get`` and ``setdefault`` set
     :attr:`accessed`.
 
     :param initial: optional mapping or iterable of pairs with the initial data.

@@ -262,7 +262,7 @@ class Request(_WerkzeugRequest):
     # they stay percent-encoded, the same value Werkzeug gives for ``?a=%ff``.
     @cached_property
     def args(self) -> MultiDict[str, str]:
-        """The parsed query string (a :attr:`parameter_storage_class`, by default an
+        """The parsed query string (a ``parameter_storage_class``, by default an
         :class:`~werkzeug.datastructures.ImmutableMultiDict`).
 
         Flask-compatible: ``flask.Request.args``. Bytes that are not UTF-8, raw or

@@ -314,7 +314,7 @@ class App(Scaffold):
         return open(path, mode, encoding=encoding)
 
     def create_jinja_environment(self) -> Environment:
-        """Create :attr:`jinja_env` from :attr:`jinja_options` and the app's globals."""
+        """Create :attr:`jinja_env` from ``jinja_options`` and the app's globals."""
         from ..templating import create_jinja_environment
 
         return create_jinja_environment(self._as_carboy)

@@ -51,7 +51,8 @@ class Entry(t.NamedTuple):
 
 
 def dumps(value: t.Any) -> bytes:
-    """Serialize *value* in cachelib's Redis format (an ``int`` as digits, else ``!``+pickle)."""
+    """Serialize *value* in cachelib's Redis format (an ``int`` as digits, else ``!``, then
+    a pickle)."""
     if type(value) is int:
         return str(value).encode()
     return b"!" + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)

@@ -3,13 +3,13 @@
 Configured by one URL (``REDIS_URL``, or ``CARBOY_REDIS_URL`` in the environment through
 :meth:`~carboy.Config.from_prefixed_env`):
 
-==========================================================  =================================
-``redis://[:password@]host[:port][/db]``                    one server (``rediss://`` for TLS,
-                                                            ``unix:///path.sock`` for a socket)
+===========================================================  =================================
+``redis://[:password@]host[:port][/db]``                     one server (``rediss://`` for TLS,
+                                                             ``unix:///path.sock`` for a socket)
 ``redis+sentinel://[:password@]host:port[,host:port]/name``  the primary of Sentinel service
-``[/db]``                                                   *name*
+``[/db]``                                                    *name*
 ``redis+cluster://[:password@]host:port[,host:port]``        a Redis Cluster, from its seeds
-==========================================================  =================================
+===========================================================  =================================
 
 Every client is redis-py's own (:class:`redis.Redis`, :class:`redis.cluster.RedisCluster`,
 :class:`redis.sentinel.Sentinel`, and their :mod:`redis.asyncio` twins). Sessions, the cache,

@@ -26,7 +26,7 @@ this process's memory until Redis answers again; ``"open"`` lets requests throug
 per outage); ``"closed"`` answers 503 with ``Retry-After: 1``. Flask-Limiter's
 ``RATELIMIT_SWALLOW_ERRORS = True`` means ``"open"`` and ``RATELIMIT_IN_MEMORY_FALLBACK_ENABLED``
 (or ``RATELIMIT_IN_MEMORY_FALLBACK``) means ``"local"``. Never a 500. While Redis is down it is
-tried again every :data:`RETRY_INTERVAL` seconds, so service is back within a second.
+tried again every ``RETRY_INTERVAL`` seconds (0.5), so service is back within a second.
 
 Async: with ``RATELIMIT_ASYNC = True`` the hooks are coroutines that use the asyncio Redis
 client of the running loop, for ASGI apps with async views (the loop is never blocked and no
@@ -250,7 +250,7 @@ class RateLimitExceeded(TooManyRequests):
     """A 429 for a breached limit, with ``Retry-After``; Flask-Limiter's exception name.
 
     :param limit: the breached limit (its ``.limit`` is the :class:`limits.RateLimitItem`);
-        the :attr:`description` is its error message, or the limit's text.
+        the ``description`` is its error message, or the limit's text.
     :param response: a response to send instead of the error page.
     :param retry_after: seconds until a retry can succeed.
 

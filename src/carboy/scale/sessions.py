@@ -138,7 +138,8 @@ class RedisSession(SessionMixin):
     """One request's view of a server-side session; loaded from Redis on first access.
 
     Flask-compatible: a mutable mapping like ``flask_session``'s ``ServerSideSession``, with
-    :attr:`sid`, :attr:`modified`, :attr:`accessed` and :attr:`permanent`. Keys are strings
+    :attr:`sid`, :attr:`~carboy.sessions.SessionMixin.modified`,
+    :attr:`~carboy.sessions.SessionMixin.accessed` and :attr:`permanent`. Keys are strings
     (not starting with NUL); values anything carboy's tagged JSON serializes.
 
     :raises SessionUnavailable: (a 503) from any access when Redis is unreachable or the
