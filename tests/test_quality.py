@@ -10,6 +10,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The Python the checks cover (the docs' Sphinx config and extensions, not their Markdown).
+PYTHON = ["src", "tests", "benchmarks", "examples", "docs/conf.py", "docs/_ext"]
 
 
 def _tool(name: str) -> str:
@@ -23,8 +25,8 @@ def _tool(name: str) -> str:
 @pytest.mark.parametrize(
     "args",
     [
-        ["ruff", "check", "src", "tests", "benchmarks", "examples", "docs"],
-        ["ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "docs"],
+        ["ruff", "check", *PYTHON],
+        ["ruff", "format", "--check", *PYTHON],
         ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
