@@ -6,8 +6,9 @@
     python benchmarks/run.py --check              # check every answer; time nothing
     python benchmarks/run.py --rewrite            # redo results.md and charts from results.json
 
-Writes docs/benchmarks/results.md, results.json, inprocess.png and endtoend.png (``--out``
-elsewhere). See benchmarks/README.md for what is measured and how.
+Writes docs/benchmarks/results.md, results.json, inprocess.png and endtoend.png, and the
+table of ratios in README.md (``--out`` writes elsewhere and leaves README alone). See
+benchmarks/README.md for what is measured and how.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import endtoend, inprocess, machine, report, targets, wrk
+from benchmarks import endtoend, inprocess, machine, readme_table, report, targets, wrk
 from benchmarks.apps import BY_KEY as FRAMEWORKS
 from benchmarks.apps import FRAMEWORKS as ALL_FRAMEWORKS
 from benchmarks.apps import Framework
@@ -151,7 +152,8 @@ def notes(frameworks: list[str], results: dict[str, t.Any]) -> list[str]:
 
 
 def write(results: dict[str, t.Any], out: Path) -> list[Path]:
-    """Evaluate the targets, then write the charts, results.md and results.json to *out*."""
+    """Evaluate the targets, then write the charts, results.md and results.json to *out*;
+    when *out* is ``docs/benchmarks``, also README's table of ratios (``readme_table.py``)."""
     from benchmarks import charts  # matplotlib is only needed from here on
 
     results["targets"] = [outcome.as_dict() for outcome in targets.evaluate(results)]
@@ -168,7 +170,10 @@ def write(results: dict[str, t.Any], out: Path) -> list[Path]:
         if out / stale not in written:
             (out / stale).unlink(missing_ok=True)
     results["meta"]["charts"] = [path.stem for path in written]
-    return written + report.write(results, out)
+    written += report.write(results, out)
+    if out.resolve() == readme_table.RESULTS.parent.resolve() and readme_table.update():
+        written.append(readme_table.README)
+    return written
 
 
 def _mode(args: argparse.Namespace) -> str:
