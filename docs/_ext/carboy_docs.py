@@ -3,6 +3,8 @@
 * ``% carboy:config-reference`` in a Markdown page becomes the configuration reference: every
   key the code reads (:mod:`carboy_config` scans ``src/carboy``), its default and the module
   that reads it, with the meaning from ``docs/config-keys.toml``.
+* ``% carboy:benchmark-headline`` becomes README's table of ratios, made by
+  ``benchmarks/readme_table.py`` from ``docs/benchmarks/results.json``.
 * ``.. carboy:scale-modules`` in a reST page becomes one section per public module of
   ``carboy.scale`` (found on disk, so a new module is documented when it lands).
 * The build warns (an error under ``-W``) when a public name of ``carboy/__init__.py`` is
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import importlib.util
 import inspect
 import tomllib
 import typing as t
@@ -34,6 +37,7 @@ SRC = DOCS.parent / "src"
 MEANINGS = DOCS / "config-keys.toml"
 
 CONFIG_MARKER = "% carboy:config-reference"
+HEADLINE_MARKER = "% carboy:benchmark-headline"
 SCALE_MARKER = ".. carboy:scale-modules"
 
 _GROUP_TITLES = {
@@ -191,7 +195,22 @@ def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
         text = text.replace(CONFIG_MARKER, reference)
     if SCALE_MARKER in text:
         text = text.replace(SCALE_MARKER, scale_reference())
+    if HEADLINE_MARKER in text:
+        table = _readme_table()
+        app.env.note_dependency(str(table.RESULTS))
+        text = text.replace(HEADLINE_MARKER, table.headline(table.load()))
     source[0] = text
+
+
+def _readme_table() -> t.Any:
+    """``benchmarks/readme_table.py``, the one place the headline table is made."""
+    path = DOCS.parent / "benchmarks" / "readme_table.py"
+    spec = importlib.util.spec_from_file_location("carboy_readme_table", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def public_names() -> list[str]:
