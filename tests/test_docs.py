@@ -354,3 +354,16 @@ def test_loopback_is_what_the_offline_guard_blocks() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "refused: the docs build must not use the network" in done.stdout
+
+
+def test_links_to_markdown_shown_in_the_site_go_to_its_page() -> None:
+    """A page under docs/scale/ that links to benchmarks/README.md (outside docs/) is sent to
+    the site's copy of it; other links are left alone, so a broken one still fails."""
+    text = (
+        "[suite](../../benchmarks/README.md#targets) [home](../../README.md) "
+        "[sessions](sessions.md) [gone](../../nowhere.md)"
+    )
+    assert carboy_docs._link_shown_copies("scale/new-page", text) == (
+        "[suite](../benchmarks/suite.md#targets) [home](../index.md) "
+        "[sessions](sessions.md) [gone](../../nowhere.md)"
+    )

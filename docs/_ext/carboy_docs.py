@@ -20,6 +20,8 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import os
+import re
 import tomllib
 import typing as t
 from pathlib import Path
@@ -185,8 +187,34 @@ def _skip_foreign(
 # -- hooks ----------------------------------------------------------------------------------
 
 
+#: Markdown files outside docs/ that the site shows as pages of its own: a link to one of
+#: them (``[the suite](../../benchmarks/README.md)``) goes to that page.
+SHOWN_AS = {"benchmarks/README.md": "benchmarks/suite.md", "README.md": "index.md"}
+_LINK = re.compile(r"\]\((?P<path>[^)#\s]+\.md)(?P<anchor>#[^)\s]*)?\)")
+
+
+def _link_shown_copies(docname: str, text: str) -> str:
+    here = (DOCS / docname).parent
+
+    def swap(match: re.Match[str]) -> str:
+        target = (here / match["path"]).resolve()
+        try:
+            outside = target.relative_to(DOCS.parent).as_posix()
+        except ValueError:
+            return match[0]
+        page = SHOWN_AS.get(outside)
+        if page is None or target.is_relative_to(DOCS):
+            return match[0]
+        link = os.path.relpath(DOCS / page, here)
+        return f"]({Path(link).as_posix()}{match['anchor'] or ''})"
+
+    return _LINK.sub(swap, text)
+
+
 def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     text = source[0]
+    if app.env.doc2path(docname).suffix == ".md":
+        text = _link_shown_copies(docname, text)
     if CONFIG_MARKER in text:
         reference, problems = config_reference()
         for problem in problems:
