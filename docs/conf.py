@@ -52,6 +52,7 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 # autodoc: the docstrings are the reference; members follow each module's ``__all__``.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
 autodoc_typehints_format = "short"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_preserve_defaults = True

@@ -107,7 +107,7 @@ def config_reference() -> tuple[str, list[str]]:
     out: list[str] = []
     for group in order:
         title = _GROUP_TITLES.get(group, group)
-        out += [f"## {title}", ""]
+        out += [f"### {title}", ""]
         if group in _GROUP_INTROS:
             out += [_GROUP_INTROS[group], ""]
         else:
