@@ -124,7 +124,11 @@ class PgServer:
             text = self.log.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        return [line for line in text.splitlines() if "statement: " in line]
+        # The simple protocol logs "statement: ...", the extended one (psycopg with parameters)
+        # "execute <name>: ...".
+        return [
+            line for line in text.splitlines() if "statement: " in line or " execute " in line
+        ]
 
 
 class PgPair:

@@ -395,6 +395,9 @@ def _replica_engine(app: Carboy, primary: t.Any, replica: t.Any) -> t.Any:
     if options is None:
         options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
     options = dict(options)
+    # A replica only reads: each read is its own snapshot (no BEGIN, no ROLLBACK round trips),
+    # and a replica that goes away between two reads leaves no transaction to end.
+    options.setdefault("isolation_level", "AUTOCOMMIT")
     options.setdefault("pool_pre_ping", True)
     if isinstance(replica, dict):
         replica = dict(replica)

@@ -78,6 +78,8 @@ _forced_get = _forced.get
 #: The replica sets by the (sync) engine of their primary. Weak: an engine that goes away
 #: takes its routing with it.
 _sets: weakref.WeakKeyDictionary[sa.Engine, ReplicaSet] = weakref.WeakKeyDictionary()
+#: Every replica's (sync) engine, to find a session's replica connections.
+_replica_engines: weakref.WeakKeyDictionary[sa.Engine, Replica] = weakref.WeakKeyDictionary()
 
 
 def parse_lsn(text: str) -> int:
@@ -632,6 +634,7 @@ def _server_name(engine: t.Any) -> str:
 _WROTE = "carboy.wrote"  # session.info: primaries this transaction wrote to
 _STICKY = "carboy.replica"  # session.info: primary -> the replica this transaction reads from
 _CONNS = "carboy.primary_connections"  # session.info: primary -> its connection
+_READS = "carboy.replica_connections"  # session.info: replica engines this transaction used
 
 
 class RoutingMixin:
@@ -707,6 +710,19 @@ class RoutingMixin:
         _detach(t.cast(Session, self), replica.engine)
         return replica.set.primary
 
+    def close(self) -> None:
+        """:meth:`sqlalchemy.orm.Session.close`, which first lets go of the replicas'
+        connections without raising: a replica that went away after the last read must not
+        fail the request's teardown (nor leave the primary's connection unreturned)."""
+        _release_replicas(t.cast(Session, self))
+        super().close()  # type: ignore[misc]
+
+    def rollback(self) -> None:
+        """:meth:`sqlalchemy.orm.Session.rollback`, after :meth:`close`'s release of the
+        replicas' connections."""
+        _release_replicas(t.cast(Session, self))
+        super().rollback()  # type: ignore[misc]
+
     def execute(self, statement: t.Any, *args: t.Any, **kw: t.Any) -> t.Any:
         """:meth:`sqlalchemy.orm.Session.execute`, run again on the primary if it failed on a
         replica."""
@@ -755,8 +771,11 @@ def _detach(session: Session, engine: sa.Engine) -> None:
                 conn, transaction, _should_commit, autoclose = entry
                 try:
                     transaction.rollback()
-                except Exception:
-                    pass
+                except Exception:  # the replica is gone: drop the connection, not the request
+                    try:
+                        conn.invalidate()
+                    except Exception:
+                        pass
                 if autoclose:
                     try:
                         conn.close()
@@ -765,10 +784,27 @@ def _detach(session: Session, engine: sa.Engine) -> None:
         trans = trans.parent
 
 
+def _release_replicas(session: Session) -> None:
+    """Take every replica connection out of *session*'s transaction (they only read: there is
+    nothing to commit there), swallowing a replica's errors."""
+    engines = session.info.pop(_READS, None)
+    if engines:
+        for engine in engines:
+            _detach(session, engine)
+
+
 def _after_begin(session: Session, transaction: t.Any, connection: sa.Connection) -> None:
     engine = connection.engine
     if engine in _sets:
         session.info.setdefault(_CONNS, {})[engine] = connection
+    elif engine in _replica_engines:
+        session.info.setdefault(_READS, set()).add(engine)
+
+
+def _before_commit(session: Session) -> None:
+    # A replica that went away must not fail the commit of the primary (and the connections
+    # commit in no set order).
+    _release_replicas(session)
 
 
 def _after_commit(session: Session) -> None:
@@ -809,6 +845,7 @@ def _after_transaction_end(session: Session, transaction: t.Any) -> None:
         info.pop(_WROTE, None)
         info.pop(_STICKY, None)
         info.pop(_CONNS, None)
+        info.pop(_READS, None)
 
 
 def routing_session_class(base: type[Session]) -> type[Session]:
@@ -826,6 +863,7 @@ def routing_session_class(base: type[Session]) -> type[Session]:
         return base
     cls = type(base.__name__, (RoutingMixin, base), {"__module__": base.__module__})
     event.listen(cls, "after_begin", _after_begin)
+    event.listen(cls, "before_commit", _before_commit)
     event.listen(cls, "after_commit", _after_commit)
     event.listen(cls, "after_transaction_end", _after_transaction_end)
     return t.cast(type[Session], cls)
@@ -841,6 +879,8 @@ RoutingSession: type[Session] = routing_session_class(Session)
 def register_set(replica_set: ReplicaSet) -> None:
     """Route the sessions bound to *replica_set*'s primary through it."""
     _sets[replica_set.primary] = replica_set
+    for replica in replica_set.replicas:
+        _replica_engines[replica.engine] = replica
 
 
 def find_set(engine: t.Any) -> ReplicaSet | None:
