@@ -126,9 +126,7 @@ class PgServer:
             return []
         # The simple protocol logs "statement: ...", the extended one (psycopg with parameters)
         # "execute <name>: ...".
-        return [
-            line for line in text.splitlines() if "statement: " in line or " execute " in line
-        ]
+        return [line for line in text.splitlines() if "statement: " in line or " execute " in line]
 
 
 class PgPair:
