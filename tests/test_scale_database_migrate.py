@@ -38,7 +38,7 @@ STEPS = {
         "items", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text)
     )
     op.execute("INSERT INTO migration_log (step) VALUES ('1')")
-    op.execute("SELECT pg_sleep(0.5)")  # a slow first step: the others start meanwhile
+    op.execute("SELECT pg_sleep(2)")  # a slow first step: the others start meanwhile
 """,
     ),
     "a2": (
