@@ -250,10 +250,6 @@ def calls_on(server: PgServer, pattern: str) -> int:
     [(calls,)] = server.query(
         "SELECT coalesce(sum(calls), 0)::int FROM pg_stat_statements WHERE query LIKE %s", pattern
     )
-    return int(t_cast_int(calls))
-
-
-def t_cast_int(value: object) -> int:
-    if not isinstance(value, int):
-        raise TypeError(f"expected an int, got {value!r}")
-    return value
+    if not isinstance(calls, int):
+        raise TypeError(f"expected a count, got {calls!r}")
+    return calls

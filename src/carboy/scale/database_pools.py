@@ -125,10 +125,10 @@ class PoolBudget:
 
 def pool_capacity(engine: t.Any) -> int:
     """The most connections *engine*'s pool opens in one process: ``pool_size +
-    max_overflow`` for a :class:`~sqlalchemy.pool.QueuePool` (``max_overflow`` ``-1``, no
-    limit, counts as ``pool_size``... and is reported by :func:`check_pool_budget` as
-    unbounded), 1 for a single-connection pool, 0 for :class:`~sqlalchemy.pool.NullPool`
-    (which opens one per checkout: bound it elsewhere).
+    max_overflow`` for a :class:`~sqlalchemy.pool.QueuePool` (a ``max_overflow`` of ``-1``,
+    no limit, adds nothing: such a pool cannot be budgeted), 1 for a single-connection pool,
+    0 for :class:`~sqlalchemy.pool.NullPool` (which opens one per checkout: bound it
+    elsewhere).
 
     .. versionadded:: 0.1
     """
