@@ -63,7 +63,7 @@ nitpicky = True
 # autodoc writes without their module). Private names (``_x``) are never in the reference.
 # Everything else, every reference into carboy, must resolve.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(?!carboy\b)[A-Za-z_]\w*\..+"),
+    (r"py:.*", r"(?!carboy\b)[A-Za-z_]\w*\.[\s\S]+"),
     (r"py:mod", r"(?!carboy\b).+"),
     (r"py:.*", r"(.+\.)?_\w+"),
     (r"py:.*", r"(.+\.)?([A-Z]|T_\w+)"),  # TypeVars: F, T, T_route
@@ -72,7 +72,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(BaseResponse|TestResponse|Result|URLSafeTimedSerializer|Group|Command)"),
     (r"py:.*", r"(datetime|HTTPStatus|ReadableBuffer|SupportsRead|WSGIEnvironment)"),
     (r"py:.*", r"(StartResponse|Scope|Receive|Send|RuleFactory|BaseConverter|TStreamFactory)"),
-    (r"py:.*", r"(MultiDict|Context)"),
+    (r"py:.*", r"(MultiDict|Context|Queue)"),
     # The bases of Carboy and Blueprint: their members are shown on those classes.
     (r"py:class", r"carboy\.(sansio\.app\.App|scaffold\.Scaffold)"),
 ]

@@ -30,27 +30,27 @@ without asking the replicas.
 
 Config keys (``app.config``), with their defaults:
 
-======================================  ================  ========================================
-``SQLALCHEMY_REPLICA_URIS``             ``None``          the default bind's replicas: a list of
-                                                          URLs (or ``{"url": ..., **options}``)
-``SQLALCHEMY_REPLICA_BINDS``            ``{}``            the same per Flask-SQLAlchemy bind key
-``SQLALCHEMY_REPLICA_ENGINE_OPTIONS``   ``None``          the replicas' ``create_engine`` options
-                                                          (default: ``SQLALCHEMY_ENGINE_OPTIONS``,
-                                                          with ``pool_pre_ping=True``)
-``SQLALCHEMY_REPLICA_POLICY``           ``round_robin``   or ``random``, or a callable
-``SQLALCHEMY_REPLICA_MAX_LAG``          ``5.0``           seconds a replica may be behind
-``SQLALCHEMY_REPLICA_CHECK_INTERVAL``   ``0.5``           seconds between checks of each server
-``SQLALCHEMY_REPLICA_CHECK_TIMEOUT``    ``2.0``           seconds a check may take
-``SQLALCHEMY_READ_YOUR_WRITES``         ``"lsn"``         ``"lsn"``, ``"time"`` or ``None``
-``SQLALCHEMY_READ_YOUR_WRITES_PIN``     ``5.0``           seconds on the primary (``time`` mode)
-``SQLALCHEMY_READ_YOUR_WRITES_COOKIE``  ``"carboy_ryw"``  the token cookie's name
-``SQLALCHEMY_POOL_BUDGET``              ``"warn"``        ``"warn"``, ``"strict"`` or ``None``
-``SQLALCHEMY_POOL_HOSTS``               ``1``             hosts that run the app
-``SQLALCHEMY_POOL_WORKERS``             ``None``          worker processes per host (default:
-                                                          ``$WEB_CONCURRENCY``, else 1)
-``SQLALCHEMY_MIGRATION_LOCK_TIMEOUT``   ``600.0``         seconds ``locked-upgrade`` waits
+======================================  ==================  ========================================
+``SQLALCHEMY_REPLICA_URIS``             ``None``            the default bind's replicas: a list of
+                                                            URLs (or ``{"url": ..., **options}``)
+``SQLALCHEMY_REPLICA_BINDS``            ``{}``              the same per Flask-SQLAlchemy bind key
+``SQLALCHEMY_REPLICA_ENGINE_OPTIONS``   ``None``            the replicas' ``create_engine`` options
+                                                            (default: ``SQLALCHEMY_ENGINE_OPTIONS``,
+                                                            with ``pool_pre_ping=True``)
+``SQLALCHEMY_REPLICA_POLICY``           ``round_robin``     or ``random``, or a callable
+``SQLALCHEMY_REPLICA_MAX_LAG``          ``5.0``             seconds a replica may be behind
+``SQLALCHEMY_REPLICA_CHECK_INTERVAL``   ``0.5``             seconds between checks of each server
+``SQLALCHEMY_REPLICA_CHECK_TIMEOUT``    ``2.0``             seconds a check may take
+``SQLALCHEMY_READ_YOUR_WRITES``         ``"lsn"``           ``"lsn"``, ``"time"`` or ``None``
+``SQLALCHEMY_READ_YOUR_WRITES_PIN``     ``5.0``             seconds on the primary (``time`` mode)
+``SQLALCHEMY_READ_YOUR_WRITES_COOKIE``  ``"carboy_ryw"``    the token cookie's name
+``SQLALCHEMY_POOL_BUDGET``              ``"warn"``          ``"warn"``, ``"strict"`` or ``None``
+``SQLALCHEMY_POOL_HOSTS``               ``1``               hosts that run the app
+``SQLALCHEMY_POOL_WORKERS``             ``None``            worker processes per host (default:
+                                                            ``$WEB_CONCURRENCY``, else 1)
+``SQLALCHEMY_MIGRATION_LOCK_TIMEOUT``   ``600.0``           seconds ``locked-upgrade`` waits
 ``SQLALCHEMY_MIGRATION_LOCK_NAME``      ``carboy.migrate``  the advisory lock's name
-======================================  ================  ========================================
+======================================  ==================  ========================================
 
 Outages: a replica that is down, frozen, or lagging is skipped and its reads go to the primary
 (no error); a read that fails on a replica runs again on the primary.
@@ -449,7 +449,7 @@ def replica_health(app: Carboy | None = None) -> dict[str, t.Any]:
 def check_replicas(app: Carboy | None = None) -> None:
     """A readiness check that fails while :func:`replica_health` is not ``"ok"``: register
     it with ``health.add_check("replicas", check_replicas)``
-    (:class:`carboy.scale.health.Health`) where a host without its replicas should leave the
+    (``carboy.scale.health.Health``) where a host without its replicas should leave the
     load balancer; most apps should not (reads fall back to the primary), and register
     :func:`check_primary` instead.
 

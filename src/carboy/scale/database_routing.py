@@ -291,8 +291,8 @@ class Replica:
     def __init__(self, replica_set: ReplicaSet, engine: t.Any, name: str) -> None:
         #: The set this replica belongs to.
         self.set = replica_set
-        #: The engine sessions use (the sync engine of an :class:`~sqlalchemy.ext.asyncio.
-        #: AsyncEngine`).
+        #: The engine sessions use (the sync engine of an
+        #: :class:`~sqlalchemy.ext.asyncio.AsyncEngine`).
         self.engine: sa.Engine = getattr(engine, "sync_engine", engine)
         #: The engine as given (sync or async), for :meth:`ReplicaSet.engines`.
         self.given = engine
@@ -850,7 +850,7 @@ def _after_transaction_end(session: Session, transaction: t.Any) -> None:
 
 def routing_session_class(base: type[Session]) -> type[Session]:
     """A subclass of *base* (a :class:`~sqlalchemy.orm.Session` subclass, such as
-    Flask-SQLAlchemy's) that routes its statements (:class:`RoutingMixin`) and keeps the
+    Flask-SQLAlchemy's) that routes its statements (``RoutingMixin``) and keeps the
     read-your-writes token up to date.
 
     :raises TypeError: *base* is not a Session subclass.

@@ -16,10 +16,11 @@ commits, then sends it; a rollback drops it::
         db.session.commit()
         return "", 201
 
-The queue is `RQ <https://python-rq.org>`_ on the app's :class:`~carboy.scale.connection.
-RedisConnection` (``REDIS_URL``): Redis-native, the same redis-py client the other modules use,
-plain functions as jobs and no broker to run besides Redis. (Celery would do too; it brings its
-own broker layer, configuration and worker model, which this one job does not need.)
+The queue is `RQ <https://python-rq.org>`_ on the app's
+:class:`~carboy.scale.connection.RedisConnection` (``REDIS_URL``): Redis-native, the same
+redis-py client the other modules use, plain functions as jobs and no broker to run besides
+Redis. (Celery would do too; it brings its own broker layer, configuration and worker model,
+which this one job does not need.)
 
 Jobs run in ``carboy --app APP jobs worker``, each in a new app context of that app; the
 request id of the request that sent it (the ``X-Request-ID`` header, or ``g.request_id`` when
