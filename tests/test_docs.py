@@ -367,3 +367,24 @@ def test_links_to_markdown_shown_in_the_site_go_to_its_page() -> None:
         "[suite](../benchmarks/suite.md#targets) [home](../index.md) "
         "[sessions](sessions.md) [gone](../../nowhere.md)"
     )
+
+
+def test_a_modules_own_config_table_gives_meanings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys config-keys.toml does not describe take their meaning from the table in the
+    module's docstring, as a new scale module writes it."""
+    import types
+
+    module = types.ModuleType("carboy_fake_scale_module")
+    module.__doc__ = """A module with config keys.
+
+    =====================  ===========  =================================
+    ``FAKE_TIMEOUT``       ``1.0``      seconds to wait for the
+                                        :class:`~carboy.Carboy` to answer
+    ``FAKE_NAME``          ``"x"``      the ``name`` it goes by
+    =====================  ===========  =================================
+    """
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert carboy_docs.docstring_meanings([module.__name__]) == {
+        "FAKE_TIMEOUT": "seconds to wait for the `carboy.Carboy` to answer",
+        "FAKE_NAME": "the `name` it goes by",
+    }

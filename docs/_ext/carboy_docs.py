@@ -20,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import itertools
 import os
 import re
 import tomllib
@@ -66,6 +67,46 @@ def _load_meanings() -> dict[str, dict[str, str]]:
     return out
 
 
+_BORDER = re.compile(r"^ *=+( +=+)+ *$")
+_ROLE = re.compile(r":[a-z:]+:`~?([^`]+)`")
+
+
+def _markdown(rst: str) -> str:
+    """The little reST a docstring table cell holds, as Markdown."""
+    text = _ROLE.sub(lambda m: f"`{m[1]}`", rst)
+    return text.replace("``", "`")
+
+
+def docstring_meanings(modules: t.Iterable[str]) -> dict[str, str]:
+    """``{KEY: meaning}`` from reST simple tables in the docstrings of *modules* and their
+    classes whose first column is a key (``SQLALCHEMY_REPLICA_URIS``, ...): the meaning is
+    the last column. A module documents its own keys this way; the reference uses it for keys
+    ``config-keys.toml`` does not describe."""
+    found: dict[str, str] = {}
+    for name in modules:
+        module = importlib.import_module(name)
+        docs = [module.__doc__ or ""]
+        docs += [c.__doc__ or "" for c in vars(module).values() if inspect.isclass(c)]
+        for doc in docs:
+            lines = inspect.cleandoc(doc).splitlines()
+            borders = [i for i, line in enumerate(lines) if _BORDER.match(line)]
+            for top, bottom in itertools.pairwise(borders):
+                starts = [m.start() for m in re.finditer(r"=+", lines[top])]
+                key = None
+                for line in lines[top + 1 : bottom]:
+                    first = line[: starts[1]].strip()
+                    last = line[starts[-1] :].strip()
+                    match = re.fullmatch(r"``([A-Z][A-Z0-9_]+)``", first)
+                    if match:
+                        key = match[1]
+                        found[key] = _markdown(last)
+                    elif not first and key:
+                        found[key] += " " + _markdown(last)
+                    else:
+                        key = None
+    return found
+
+
 def _is_literal(source: str) -> bool:
     try:
         ast.literal_eval(source)
@@ -98,6 +139,8 @@ def config_reference() -> tuple[str, list[str]]:
     """The reference's Markdown, and the problems to warn about."""
     keys = carboy_config.scan(SRC)
     meanings = _load_meanings()
+    modules = sorted({k.group for k in keys.values()} - {"carboy"})
+    from_docstrings = docstring_meanings(modules)
     problems = [f"{MEANINGS.name}: {k} is not read by the code" for k in meanings if k not in keys]
     problems += [f"config read not resolved: {u}" for u in carboy_config.unresolved(SRC)]
     groups: dict[str, list[carboy_config.ConfigKey]] = {}
@@ -118,7 +161,9 @@ def config_reference() -> tuple[str, list[str]]:
             default, problem = _shown_default(key, entry.get("default"))
             if problem:
                 problems.append(f"config key {key.name} {problem}")
-            meaning = entry.get("meaning") or f"See {{mod}}`{group}`."
+            meaning = (
+                entry.get("meaning") or from_docstrings.get(key.name) or f"See {{mod}}`{group}`."
+            )
             readers = sorted(m for m in key.modules if m != group)
             if group == "carboy" or not readers:
                 note = ""
