@@ -59,6 +59,7 @@ __all__ = [
     "draining",
     "install_signal_chain",
     "marker_path",
+    "reset",
     "state",
 ]
 
@@ -78,6 +79,8 @@ WORKER_HANDLERS = ("gunicorn.workers.", "uvicorn.server", "granian._signals")
 #: The signal a request thread sends the main thread to have it chain SIGTERM (ignored by
 #: default; nothing else in a Python web worker uses it).
 HELPER_SIGNAL = signal.SIGURG
+#: How long (seconds) after the app is made carboy watches for a server handler to chain.
+HANDLER_WAIT_SECONDS = 30.0
 
 
 def _process_start() -> float:
@@ -344,6 +347,24 @@ class DrainState:
             return  # the app uses it: leave it alone
         signal.signal(HELPER_SIGNAL, _on_helper)
         self._helper = previous if previous is not _on_helper else signal.SIG_DFL
+        # A server that sets its handler after importing the app (granian) and then blocks
+        # its main thread: ask that thread to chain as soon as the handler appears, instead
+        # of waiting for the worker's first request.
+        threading.Thread(target=self._await_handler, name="carboy-drain-chain", daemon=True).start()
+        global _fork_hook
+        if not _fork_hook:  # gunicorn --preload: the app is made before its workers fork
+            _fork_hook = True
+            os.register_at_fork(after_in_child=_after_fork)
+
+    def _await_handler(self) -> None:
+        deadline = time.monotonic() + HANDLER_WAIT_SECONDS
+        while time.monotonic() < deadline and self._helper is not None:
+            if self.pid != os.getpid():
+                return  # forked: this thread's process is the parent
+            if _is_worker_handler(signal.getsignal(signal.SIGTERM)):
+                self.install_signal_chain()  # not the main thread: asks it
+                return
+            time.sleep(0.05)
 
     def _disarm_helper(self) -> None:
         if self._helper is not None:
@@ -495,6 +516,7 @@ class DrainState:
         """The drain's state as JSON-ready values (for ``/readyz`` and ``/drainz``)."""
         started = self.started
         return {
+            "pid": os.getpid(),
             "draining": self.draining,
             "reason": self.reason,
             "drain_seconds": self.drain_seconds,
@@ -523,6 +545,11 @@ def _is_worker_handler(handler: t.Any) -> bool:
     return module.startswith(WORKER_HANDLERS)
 
 
+def _after_fork() -> None:
+    if signal.getsignal(HELPER_SIGNAL) is _on_helper:
+        state()._arm_helper()
+
+
 def _on_helper(signum: int, frame: FrameType | None) -> None:
     """The :data:`HELPER_SIGNAL` handler: chain SIGTERM, now on the main thread."""
     current = state()
@@ -531,6 +558,7 @@ def _on_helper(signum: int, frame: FrameType | None) -> None:
 
 
 _state: DrainState | None = None
+_fork_hook = False
 _state_lock = threading.Lock()
 
 
@@ -556,6 +584,25 @@ def _new_state() -> DrainState:
                 _state.stop_seconds = previous.stop_seconds
                 _state.markers = set(previous.markers)
         return _state
+
+
+def reset() -> DrainState:
+    """Forget this process's drain and settings (removing the markers it wrote) and return a
+    fresh state, as in a new process. For tests: a drain cannot be undone otherwise.
+
+    .. versionadded:: 0.1
+    """
+    global _state
+    with _state_lock:
+        previous = _state
+        _state = DrainState()
+    if previous is not None:
+        previous._remove_markers()
+        previous._written.clear()
+        if previous._helper is not None:
+            _state._helper = previous._helper  # the SIGURG handler stays armed
+            previous._helper = None
+    return _state
 
 
 def draining() -> bool:
