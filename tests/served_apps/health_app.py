@@ -7,12 +7,15 @@ Environment (all optional):
 * ``HEALTH_APP_MARKER``: the drain marker file (tests give each server its own);
 * ``HEALTH_APP_REDIS_URL``: Redis for the built-in check;
 * ``HEALTH_APP_LIMIT``: ``MAX_CONCURRENT_REQUESTS`` (the overload limit);
-* ``HEALTH_APP_TTL``: ``HEALTH_CHECK_TTL``.
+* ``HEALTH_APP_TTL``: ``HEALTH_CHECK_TTL``;
+* ``HEALTH_APP_EVENTS``: a file that gets a line when a slow request starts;
+* ``HEALTH_APP_NO_CHAIN=1``: ``HEALTH_DRAIN_ON_SIGTERM = False`` (the drain-endpoint recipe).
 
 Routes:
 
 * ``/hello``; ``/pid`` (this worker's process id);
-* ``/slow?s=2`` (sync) and ``/aslow?s=2`` (``async def``): answer after *s* seconds;
+* ``/slow?s=2&tag=x`` (sync) and ``/aslow?s=2`` (``async def``): answer after *s* seconds
+  (``/slow`` records ``slow-start <tag>`` first);
 * ``/sse`` (a sync generator) and ``/asse`` (an async one): a tick every 0.1 s until the
   drain period ends, wrapped by ``Health.stream``; the last chunk is never ``end``, the
   stream ends when its response completes;
@@ -39,7 +42,9 @@ app.config.update(
     HEALTH_DRAIN_FILE=os.environ.get("HEALTH_APP_MARKER"),
     HEALTH_CHECK_TTL=float(os.environ.get("HEALTH_APP_TTL", "1")),
     MAX_SYNC_THREADS=64,
+    HEALTH_DRAIN_ON_SIGTERM=os.environ.get("HEALTH_APP_NO_CHAIN") != "1",
 )
+EVENTS = os.environ.get("HEALTH_APP_EVENTS")
 if os.environ.get("HEALTH_APP_REDIS_URL"):
     app.config["REDIS_URL"] = os.environ["HEALTH_APP_REDIS_URL"]
 if os.environ.get("HEALTH_APP_LIMIT"):
@@ -61,6 +66,9 @@ def pid() -> str:
 
 @app.get("/slow")
 def slow() -> str:
+    if EVENTS and "tag" in request.args:
+        with open(EVENTS, "a") as f:
+            f.write(f"slow-start {request.args['tag']}\n")
     time.sleep(float(request.args.get("s", "2")))
     return "slow done"
 

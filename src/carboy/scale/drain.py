@@ -151,6 +151,7 @@ class DrainState:
         )
         self._lock = threading.Lock()
         self._written: set[str] = set()
+        self._at_exit = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -231,7 +232,7 @@ class DrainState:
                 reason,
                 self.drain_seconds,
             )
-        if mark:
+        if mark and not self._closing.is_set():
             self._write_markers()
         self.watch()
         self._poke()
@@ -249,13 +250,15 @@ class DrainState:
                 logger.error("carboy: could not write the drain marker %s: %r", path, e)
                 continue
             self._written.add(path)
-            if len(self._written) == 1:
+            if not self._at_exit:
+                self._at_exit = True
                 atexit.register(self._remove_markers)
 
     def _remove_markers(self) -> None:
-        for path in self._written:
+        for path in list(self._written):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        self._written.clear()
 
     def _check_markers(self) -> bool:
         """Whether a drain marker newer than this process exists; begins the drain if so."""
@@ -456,6 +459,9 @@ class DrainState:
         if self._closing.is_set():
             return
         self._closing.set()
+        # The other workers have seen the marker by now (they look every POLL_SECONDS); a
+        # worker stopped by a signal's default action would not get to remove it at exit.
+        self._remove_markers()
         for loop, event in list(self._aevents.items()):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(event.set)
@@ -598,7 +604,6 @@ def reset() -> DrainState:
         _state = DrainState()
     if previous is not None:
         previous._remove_markers()
-        previous._written.clear()
         if previous._helper is not None:
             _state._helper = previous._helper  # the SIGURG handler stays armed
             previous._helper = None
