@@ -294,40 +294,50 @@ class DrainState:
         if threading.current_thread() is not threading.main_thread():
             if self._helper is None and signal.getsignal(HELPER_SIGNAL) is not _on_helper:
                 return "not the main thread"
+            self.watch()
             ident = threading.main_thread().ident
             if ident is not None and not self._asked:
                 self._asked = True
                 signal.pthread_kill(ident, HELPER_SIGNAL)
             return "asked the main thread"
+        how = self._chain_now(force=force, in_handler=False)
+        if how in ("signal", "event loop"):
+            self.watch()
+        return how
+
+    def _chain_now(self, *, force: bool, in_handler: bool) -> str:
+        """Chain SIGTERM now, on the main thread. With *in_handler* (called by the
+        :data:`HELPER_SIGNAL` handler, which may interrupt the main thread anywhere, even
+        inside this module with a lock held), only :func:`signal.signal` handlers are chained
+        and no lock is taken and no thread started."""
         if self._chain_effective():
             return "already chained"
         self._chain = None
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        # asyncio's own registry of loop signal handlers (private, but the only way to find
-        # the server's callback; a loop without it, such as uvloop's, is left alone).
-        handlers = getattr(loop, "_signal_handlers", None)
-        original: t.Any = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
-        if loop is not None and original is not None:
-            if force or _is_worker_handler(getattr(original, "_callback", None)):
-                loop.add_signal_handler(signal.SIGTERM, self._on_loop_signal)
-                self._chain = ("loop", loop, original)
-                return self._chained("event loop")
-            return "unknown event loop handler"
+        if not in_handler:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            # asyncio's own registry of loop signal handlers (private, but the only way to
+            # find the server's callback; a loop without it, such as uvloop's, is left alone).
+            handlers = getattr(loop, "_signal_handlers", None)
+            original: t.Any = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
+            if loop is not None and original is not None:
+                if force or _is_worker_handler(getattr(original, "_callback", None)):
+                    loop.add_signal_handler(signal.SIGTERM, self._on_loop_signal)
+                    self._chain = ("loop", loop, original)
+                    self._disarm_helper()
+                    return "event loop"
+                return "unknown event loop handler"
         current = signal.getsignal(signal.SIGTERM)
         if callable(current) and (force or _is_worker_handler(current)):
             signal.signal(signal.SIGTERM, self._on_signal)
             self._chain = ("signal", current)
-            return self._chained("signal")
-        self._arm_helper()
+            self._disarm_helper()
+            return "signal"
+        if not in_handler:
+            self._arm_helper()
         return "no server handler yet"
-
-    def _chained(self, how: str) -> str:
-        self._disarm_helper()
-        self.watch()
-        return how
 
     def _chain_effective(self) -> bool:
         """Whether the chain made earlier is still in place (a server may replace handlers
@@ -412,8 +422,8 @@ class DrainState:
                 thread = threading.Thread(
                     target=self._watch, name="carboy-drain-watcher", daemon=True
                 )
+                self._thread = thread  # before start(): whatever runs meanwhile sees it
                 thread.start()
-                self._thread = thread
 
     def _watch(self) -> None:
         while True:
@@ -557,10 +567,13 @@ def _after_fork() -> None:
 
 
 def _on_helper(signum: int, frame: FrameType | None) -> None:
-    """The :data:`HELPER_SIGNAL` handler: chain SIGTERM, now on the main thread."""
-    current = state()
+    """The :data:`HELPER_SIGNAL` handler: chain SIGTERM, now on the main thread (no lock
+    taken: the handler may run while this thread holds one)."""
+    current = _state
+    if current is None or current.pid != os.getpid():
+        return  # the next request's call makes the state and asks again
     current._asked = False
-    current.install_signal_chain()
+    current._chain_now(force=False, in_handler=True)
 
 
 _state: DrainState | None = None
