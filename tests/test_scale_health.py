@@ -483,3 +483,52 @@ def test_overload_config_errors(tmp_path: Path) -> None:
     for limit in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
             Overload(make_app("wsgi", tmp_path), limit=limit)  # type: ignore[arg-type]
+
+
+_HELPER_SCRIPT = """
+import signal, sys, threading, time
+from carboy.scale import drain
+
+def server_handler(signum, frame):
+    pass
+
+server_handler.__module__ = "uvicorn.server"  # looks like a server worker's handler
+state = drain.state()
+print(state.install_signal_chain(), flush=True)  # nothing to chain yet: arms SIGURG
+signal.signal(signal.SIGTERM, server_handler)   # the server sets its handler later
+if sys.argv[1] == "lock-held":
+    # SIGURG arrives while the main thread holds the drain's lock (as in watch()).
+    with state._lock:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGURG)
+        time.sleep(0.1)
+else:
+    # A request thread asks; the main thread is busy waiting.
+    threading.Thread(target=lambda: print(state.install_signal_chain(), flush=True)).start()
+    deadline = time.monotonic() + 10
+    while state._chain is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+print(state._chain[0] if state._chain else None, signal.getsignal(signal.SIGTERM).__self__ is state)
+"""
+
+
+@pytest.mark.parametrize("case", ["lock-held", "from-a-thread"])
+def test_main_thread_chains_sigterm_when_asked(case: str) -> None:
+    """A thread that cannot set signal handlers asks the main thread with SIGURG; the
+    handler chains SIGTERM without taking the drain's lock, so it cannot deadlock with the
+    main thread holding it (a uvicorn worker hung at lifespan startup that way)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run(
+        [sys.executable, "-c", _HELPER_SCRIPT, case],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    lines = proc.stdout.split("\n")
+    assert proc.returncode == 0, proc.stderr
+    assert lines[0] == "no server handler yet"
+    assert lines[-2] == "signal True", proc.stdout
