@@ -187,6 +187,24 @@ def test_readyz_cache_one_refresh_at_a_time(protocol: str, tmp_path: Path) -> No
     assert 1 <= len(calls) <= 5, (len(calls), len(codes))
 
 
+def test_a_cancelled_waiter_leaves_the_refresh_alone(tmp_path: Path) -> None:
+    """A /readyz call waiting for another's refresh and cancelled (its client went away)
+    does not cancel the shared refresh: the refreshing call still gets its answer."""
+    app = make_app("asgi", tmp_path)
+    health = Health(app)
+    health.add_check("slow", lambda: time.sleep(0.2))
+
+    async def scenario() -> dict[str, t.Any]:
+        first = asyncio.ensure_future(health.report(app))
+        await asyncio.sleep(0.05)  # the refresh is running
+        waiter = asyncio.ensure_future(health.report(app))
+        await asyncio.sleep(0.02)
+        waiter.cancel()
+        return await first
+
+    assert asyncio.run(scenario())["ok"] is True
+
+
 def test_redis_check_stopped_and_back(protocol: str, tmp_path: Path) -> None:
     with RedisServer() as server:
         app = make_app(protocol, tmp_path, REDIS_URL=server.url, HEALTH_CHECK_TTL=0)

@@ -150,6 +150,8 @@ class DrainState:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        # Guards the two registries above (changed on event loops, read by the watcher).
+        self._registry = threading.Lock()
         self._written: set[str] = set()
         self._at_exit = False
         self._thread: threading.Thread | None = None
@@ -183,11 +185,12 @@ class DrainState:
         :raises RuntimeError: no event loop is running in this thread.
         """
         loop = asyncio.get_running_loop()
-        event = self._aevents.get(loop)
-        if event is None:
-            event = self._aevents[loop] = asyncio.Event()
-            if self._closing.is_set():
-                event.set()
+        with self._registry:
+            event = self._aevents.get(loop)
+            if event is None:
+                event = self._aevents[loop] = asyncio.Event()
+        if self._closing.is_set():
+            event.set()
         self.watch()
         return event
 
@@ -472,17 +475,20 @@ class DrainState:
         # The other workers have seen the marker by now (they look every POLL_SECONDS); a
         # worker stopped by a signal's default action would not get to remove it at exit.
         self._remove_markers()
-        for loop, event in list(self._aevents.items()):
+        with self._registry:
+            events = list(self._aevents.items())
+            tracked = list(self._sockets.items())
+        for loop, event in events:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(event.set)
         by_loop: dict[asyncio.AbstractEventLoop, list[Websocket]] = {}
-        for ws, loop in list(self._sockets.items()):
+        for ws, loop in tracked:
             if not ws.closed:
                 by_loop.setdefault(loop, []).append(ws)
         futures = []
-        for loop, sockets in by_loop.items():
+        for loop, open_sockets in by_loop.items():
             try:
-                futures.append(asyncio.run_coroutine_threadsafe(_close_all(sockets), loop))
+                futures.append(asyncio.run_coroutine_threadsafe(_close_all(open_sockets), loop))
             except RuntimeError:  # the loop is closed
                 continue
         on_loop = _running_loop()
@@ -520,13 +526,17 @@ class DrainState:
 
         :raises RuntimeError: no event loop is running in this thread.
         """
-        self._sockets[ws] = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        with self._registry:
+            self._sockets[ws] = loop
         self.watch()
 
     @property
     def open_websockets(self) -> int:
         """How many tracked WebSockets are open."""
-        return sum(1 for ws in list(self._sockets) if not ws.closed)
+        with self._registry:
+            sockets = list(self._sockets)
+        return sum(1 for ws in sockets if not ws.closed)
 
     def describe(self) -> dict[str, t.Any]:
         """The drain's state as JSON-ready values (for ``/readyz`` and ``/drainz``)."""

@@ -368,19 +368,22 @@ class Health:
             if cached is not None:  # a refresh is running: the previous result meanwhile
                 return _aged(cached, st.ttl, now)
             with contextlib.suppress(Exception):
-                return await asyncio.wrap_future(pending)
+                # Shielded: a waiter cancelled (its client gone) must not cancel the refresh.
+                return await asyncio.shield(asyncio.wrap_future(pending))
             return await self._run_checks(st, live)  # the refresh failed: our own
         try:
             result = await self._run_checks(st, live)
         except BaseException as e:
             with st.lock:
                 st.pending.pop(live, None)
-            pending.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                pending.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
             raise
         with st.lock:
             st.cache[live] = (time.monotonic() + st.ttl, result)
             st.pending.pop(live, None)
-        pending.set_result(result)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            pending.set_result(result)
         return result
 
     async def _run_checks(self, st: _AppState, live: bool) -> dict[str, t.Any]:
