@@ -234,6 +234,19 @@ def test_no_redis_check_without_redis(tmp_path: Path) -> None:
     assert app.test_client().get("/readyz").get_json()["checks"] == {}
 
 
+def test_redis_connection_made_after_health_is_checked(tmp_path: Path) -> None:
+    from carboy.scale.connection import RedisConnection
+
+    app = make_app("wsgi", tmp_path, HEALTH_CHECK_TTL=0)
+    Health(app)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    RedisConnection(app, url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["failing"] == ["redis"]
+
+
 # -- the drain endpoint -----------------------------------------------------------------------
 
 

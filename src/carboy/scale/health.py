@@ -126,34 +126,34 @@ class _AppState:
     ttl: float
     timeout: float
     details: bool
-    redis: bool
+    redis: bool | None
     cache: dict[bool, tuple[float, dict[str, t.Any]]] = field(default_factory=dict)
     pending: dict[bool, concurrent.futures.Future[dict[str, t.Any]]] = field(default_factory=dict)
     running: dict[str, concurrent.futures.Future[t.Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    pool_pid: int = 0
-    _pool: concurrent.futures.ThreadPoolExecutor | None = None
+    pid: int = field(default_factory=os.getpid)
 
-    def pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The threads that run this app's sync checks (made per process)."""
-        pid = os.getpid()
-        if self._pool is None or self.pool_pid != pid:
+    def forked(self) -> None:
+        """Forget what a parent process had in progress (``gunicorn --preload``)."""
+        if self.pid != os.getpid():
             with self.lock:
-                if self._pool is None or self.pool_pid != pid:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=4, thread_name_prefix="carboy-health"
-                    )
-                    self.pool_pid = pid
-                    self.running = {}
-        return self._pool
+                self.pending, self.running, self.pid = {}, {}, os.getpid()
+
+    def checks_redis(self) -> bool:
+        """Whether the built-in Redis check runs (decided on each refresh: a
+        :class:`~carboy.scale.connection.RedisConnection` may be made after ``Health``)."""
+        if self.redis is not None:
+            return self.redis
+        return bool(self.app.config.get("REDIS_URL")) or "carboy.redis" in self.app.extensions
 
 
 class Health:
     """Liveness, readiness and drain for an app (Flask extension pattern).
 
     :param app: the app to register with now, or ``None`` to call :meth:`init_app` later.
-    :param redis: whether ``/readyz`` checks Redis: ``None`` (default) when the app has a
-        :class:`~carboy.scale.connection.RedisConnection` or ``REDIS_URL``, ``False`` never.
+    :param redis: whether ``/readyz`` checks Redis (bool): ``None`` (default) when the app
+        has a :class:`~carboy.scale.connection.RedisConnection` or sets ``REDIS_URL``,
+        ``False`` never, ``True`` always.
 
     Checks registered on this object apply to every app it is registered with; the config and
     the cached results are per app (``app.extensions["carboy.health"]``).
@@ -183,12 +183,9 @@ class Health:
         timeout = float(config["HEALTH_CHECK_TIMEOUT"])
         if ttl < 0 or timeout <= 0:
             raise ValueError("HEALTH_CHECK_TTL must be >= 0 and HEALTH_CHECK_TIMEOUT > 0.")
-        redis = self._redis
-        if redis is None:
-            redis = bool(config.get("REDIS_URL")) or "carboy.redis" in app.extensions
         app.extensions[EXTENSION_KEY] = _AppState(
             app=app, ttl=ttl, timeout=timeout, details=bool(config["HEALTH_ERROR_DETAILS"]),
-            redis=bool(redis) and self._redis is not False,
+            redis=self._redis,
         )  # fmt: skip
         for kind, target in dict(config["HEALTHZ"] or {}).items():
             if kind not in ("live", "ready"):
@@ -240,14 +237,14 @@ class Health:
     ) -> t.Any:
         """Register a check; usable as ``@health.check`` or ``@health.check(name=...)``.
 
-        A check is a function without arguments, sync (run in a small thread pool, inside an
+        A check is a function without arguments, sync (run on a daemon thread, inside an
         app context) or ``async def`` (awaited on the request's event loop). It passes unless
         it raises or returns ``False``.
 
-        :param func: the check.
-        :param name: its name in ``/readyz``'s answer (default: the function's name).
-        :param timeout: seconds it may take (default: ``HEALTH_CHECK_TIMEOUT``).
-        :param live: a liveness check (``/livez``) instead of a readiness one.
+        :param func: the check, a callable without arguments (sync or ``async def``).
+        :param name: its name (str) in ``/readyz``'s answer (default: the function's name).
+        :param timeout: seconds (float) it may take (default: ``HEALTH_CHECK_TIMEOUT``).
+        :param live: (bool) a liveness check (``/livez``) instead of a readiness one.
         :returns: *func* unchanged, or a decorator.
         """
 
@@ -352,6 +349,7 @@ class Health:
             "failing": [names], "age": seconds}``.
         """
         st = self._state(app if app is not None else current_app._get_current_object())  # type: ignore[attr-defined]
+        st.forked()
         now = time.monotonic()
         cached = st.cache.get(live)
         if cached is not None and cached[0] > now:
@@ -388,7 +386,7 @@ class Health:
 
     async def _run_checks(self, st: _AppState, live: bool) -> dict[str, t.Any]:
         checks = [c for c in self._checks.values() if c.live == live]
-        if st.redis and not live and "redis" not in self._checks:
+        if not live and "redis" not in self._checks and st.checks_redis():
             checks.insert(0, _Check("redis", partial(_ping_redis, st.app), None, False, False))
         results = await asyncio.gather(*(self._run_one(st, c) for c in checks))
         named = dict(zip((c.name for c in checks), results, strict=True))
@@ -406,7 +404,7 @@ class Health:
                 running = st.running.get(check.name)
                 if running is not None and not running.done():
                     raise _StillRunning()
-                future = st.pool().submit(_call_in_app, st.app, check.func)
+                future = _in_thread(st.app, check.func)
                 st.running[check.name] = future
                 rv = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
             if rv is False:
@@ -485,9 +483,24 @@ def _aged(cached: tuple[float, dict[str, t.Any]], ttl: float, now: float) -> dic
     return {**result, "age": round(max(0.0, now - (expires - ttl)), 3)}
 
 
-def _call_in_app(app: Carboy, func: CheckFunc) -> t.Any:
-    with app.app_context():
-        return func()
+def _in_thread(app: Carboy, func: CheckFunc) -> concurrent.futures.Future[t.Any]:
+    """Run sync check *func* in an app context on a new daemon thread (at most one a second
+    per check; a hung check never holds the process's exit, as a pool's thread would)."""
+    future: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            with app.app_context():
+                result = func()
+        except BaseException as e:
+            future.set_exception(e)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name="carboy-health-check", daemon=True).start()
+    return future
 
 
 def _ping_redis(app: Carboy) -> None:
