@@ -31,13 +31,21 @@ def fresh_drain() -> t.Iterator[None]:
     drain.reset()
 
 
-@pytest.fixture(params=["wsgi", "asgi"])
+@pytest.fixture(params=["wsgi", "wsgi-chain", "asgi"])
 def protocol(request: pytest.FixtureRequest) -> str:
+    """WSGI on carboy's short and bare paths, WSGI on Flask's method chain, and ASGI."""
     return t.cast(str, request.param)
 
 
+class ChainApp(carboy.Carboy):
+    """Overrides a dispatch step, so requests take Flask's plain method chain."""
+
+    def dispatch_request(self) -> t.Any:
+        return super().dispatch_request()
+
+
 def make_app(protocol: str, tmp_path: Path, **config: t.Any) -> carboy.Carboy:
-    app = carboy.Carboy(__name__)
+    app = (ChainApp if protocol == "wsgi-chain" else carboy.Carboy)(__name__)
     app.config.update(TESTING=True, HEALTH_DRAIN_FILE=str(tmp_path / "marker"), **config)
     if protocol == "asgi":
         app.test_client_class = ASGIClient
@@ -534,10 +542,12 @@ if sys.argv[1] == "lock-held":
         time.sleep(0.1)
 else:
     # A request thread asks; the main thread is busy waiting.
-    threading.Thread(target=lambda: print(state.install_signal_chain(), flush=True)).start()
+    asker = threading.Thread(target=lambda: print(state.install_signal_chain(), flush=True))
+    asker.start()
     deadline = time.monotonic() + 10
     while state._chain is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    asker.join()
 print(state._chain[0] if state._chain else None, signal.getsignal(signal.SIGTERM).__self__ is state)
 """
 
