@@ -5,7 +5,8 @@
 * **readyz cache**: many concurrent ``/readyz`` calls cost at most about one Redis ``PING`` a
   second per worker (counted with ``INFO commandstats`` on a Redis this test starts); with
   that Redis stopped, ``/readyz`` answers 503 naming ``redis`` and ``/livez`` 200, never 500.
-* **drain on SIGTERM**, for gunicorn (sync and gthread workers), uvicorn (2 workers) and
+* **drain on SIGTERM**, for gunicorn (sync workers; gthread with ``--preload``), uvicorn (2
+  workers) and
   granian (WSGI and ASGI): SIGTERM goes to the server's master process while 2-second
   requests run; ``/readyz`` turns 503 at once while ordinary requests still answer 200; the
   slow requests, and one started during the drain period that outlives it, complete with
@@ -86,8 +87,10 @@ def granian(interface: str, *options: str) -> Callable[[int], list[str]]:
 SPECS = {
     # 4 sync workers: the slow requests hold 3, one stays free for the probes.
     "gunicorn-sync": Spec("gunicorn-sync", "wsgi", 4, gunicorn("--workers", "4")),
+    # --preload: the app is made in the master, before the workers fork and set their
+    # handlers; each worker's main thread chains SIGTERM when asked (SIGURG).
     "gunicorn-gthread": Spec(
-        "gunicorn-gthread", "wsgi", 2, gunicorn("--workers", "2", "--threads", "8")
+        "gunicorn-gthread", "wsgi", 2, gunicorn("--workers", "2", "--threads", "8", "--preload")
     ),
     "uvicorn": Spec("uvicorn", "asgi", 2, uvicorn("--workers", "2")),
     "granian-asgi": Spec("granian-asgi", "asgi", 2, granian("asgi", "--workers", "2")),
