@@ -390,21 +390,26 @@ def test_readyz_costs_one_ping_per_second_per_worker(tmp_path: Path) -> None:
         seconds = 3.0
         deadline = time.monotonic() + seconds
 
+        slowest = [0.0]
+
         def ask() -> list[int]:
             codes = []
             with httpx.Client(base_url=server.base_url, timeout=10) as client:
                 while time.monotonic() < deadline:
+                    sent = time.monotonic()
                     codes.append(client.get("/readyz").status_code)
+                    slowest[0] = max(slowest[0], time.monotonic() - sent)
             return codes
 
         with ThreadPoolExecutor(16) as pool:
             codes = [c for batch in pool.map(lambda _: ask(), range(16)) for c in batch]
         pings = ping_calls(redis_server) - before
         print(
-            f"\n{len(codes)} /readyz in {seconds:.0f} s over {spec.workers} workers: {pings} PINGs"
+            f"\n{len(codes)} /readyz in {seconds:.0f} s over {spec.workers} workers"
+            f" (slowest {slowest[0]:.3f} s): {pings} PINGs"
         )
         assert set(codes) == {200}
-        assert len(codes) > 100
+        assert len(codes) > 50  # many at once (hundreds to thousands, with the machine idle)
         # One refresh per worker per second (TTL 1 s), plus the one each may start at
         # the edges of the window.
         assert 1 <= pings <= spec.workers * (seconds + 2)
