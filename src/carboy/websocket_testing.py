@@ -161,6 +161,17 @@ class WebsocketTestSession:
                     f"A WebSocket close reason is at most 123 bytes, not {len(reason.encode())}."
                 )
             self._outbox.put(dict(message))
+            if message.get("type") == "websocket.close":
+                # A client answers a close with its own, and servers then hand the app a
+                # disconnect, so a handler waiting in receive() ends (as under uvicorn and
+                # granian).
+                inbox.put_nowait(
+                    {
+                        "type": "websocket.disconnect",
+                        "code": message.get("code", 1000),
+                        "reason": reason,
+                    }
+                )
 
         try:
             await self.app(self.scope, receive, send)
