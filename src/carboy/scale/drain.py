@@ -22,7 +22,7 @@ What starts it:
   daemon thread (the *watcher*) does the rest. A second SIGTERM cuts the drain period short.
 * :func:`begin`, called by the loopback-only drain endpoint (``POST /drainz``). It also
   writes the host's **drain marker**, a file whose modification time tells every worker of
-  the same server (they poll it every :data:`POLL_SECONDS`) that the drain began; a marker
+  the same server (they poll it every ``POLL_SECONDS``, 0.2 s) that the drain began; a marker
   older than a process is ignored by it, so a restarted server does not start drained.
 
 The state is per process (a forked child starts afresh).
@@ -53,6 +53,7 @@ if t.TYPE_CHECKING:
     from ..websocket import Websocket
 
 __all__ = [
+    "DrainState",
     "begin",
     "closing",
     "closing_event",
@@ -70,7 +71,7 @@ POLL_SECONDS = 0.2
 #: The close code sent to open WebSockets when the drain period ends (RFC 6455 7.4.1 and the
 #: IANA registry: 1012, service restart).
 CLOSE_CODE = 1012
-#: The close reason sent with :data:`CLOSE_CODE`.
+#: The close reason sent with ``CLOSE_CODE``.
 CLOSE_REASON = "service restart"
 #: The modules of the server workers' SIGTERM handlers that :func:`install_signal_chain` puts
 #: carboy's drain in front of; another handler (such as a server's master process's, which a
@@ -288,7 +289,7 @@ class DrainState:
         main thread to do it, with a ``SIGURG`` (ignored by default, used by nothing else
         here) whose handler carboy set when the app was made, from the main thread.
 
-        :param force: chain a handler that is not one of :data:`WORKER_HANDLERS` too.
+        :param force: chain a handler that is not one of ``WORKER_HANDLERS`` too.
         :returns: what was done: ``"signal"`` (a :func:`signal.signal` handler chained:
             gunicorn, uvicorn, granian WSGI), ``"event loop"`` (a handler added with
             :meth:`asyncio.loop.add_signal_handler`: granian ASGI), ``"already chained"``,
@@ -310,7 +311,7 @@ class DrainState:
 
     def _chain_now(self, *, force: bool, in_handler: bool) -> str:
         """Chain SIGTERM now, on the main thread. With *in_handler* (called by the
-        :data:`HELPER_SIGNAL` handler, which may interrupt the main thread anywhere, even
+        ``HELPER_SIGNAL`` handler, which may interrupt the main thread anywhere, even
         inside this module with a lock held), only :func:`signal.signal` handlers are chained
         and no lock is taken and no thread started."""
         if self._chain_effective():
@@ -577,7 +578,7 @@ def _after_fork() -> None:
 
 
 def _on_helper(signum: int, frame: FrameType | None) -> None:
-    """The :data:`HELPER_SIGNAL` handler: chain SIGTERM, now on the main thread (no lock
+    """The ``HELPER_SIGNAL`` handler: chain SIGTERM, now on the main thread (no lock
     taken: the handler may run while this thread holds one)."""
     current = _state
     if current is None or current.pid != os.getpid():

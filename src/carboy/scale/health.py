@@ -31,22 +31,22 @@
 
 Config keys (``app.config``), with their defaults:
 
-==========================  ==========  ================================================
-``HEALTH_LIVE_PATH``        ``/livez``  the liveness URL (``None``: no route)
-``HEALTH_READY_PATH``       ``/readyz`` the readiness URL (``None``: no route)
-``HEALTH_DRAIN_PATH``       ``/drainz`` the loopback drain URL (``None``: no route)
-``HEALTH_CHECK_TTL``        ``1.0``     seconds a check's result is reused in a worker
-``HEALTH_CHECK_TIMEOUT``    ``1.0``     seconds a check may take before it fails
-``HEALTH_DRAIN_SECONDS``    ``5.0``     seconds served after the drain begins
-``HEALTH_STOP_SECONDS``     ``10.0``    seconds the server gets to stop after that
-``HEALTH_DRAIN_ON_SIGTERM`` ``True``    chain the server's SIGTERM handler (see above)
-``HEALTH_DRAIN_FILE``       ``None``    the drain marker shared by the server's workers
-                                        (default: :func:`carboy.scale.drain.marker_path`)
-``HEALTH_ERROR_DETAILS``    ``False``   show a failing check's error message, not only
-                                        its type (a :class:`HealthError`'s always shows)
-``HEALTHZ``                 ``{}``      Flask-Healthz's mapping: ``"live"`` and
-                                        ``"ready"`` to a check or its dotted name
-==========================  ==========  ================================================
+=============================  ============  ================================================
+``HEALTH_LIVE_PATH``           ``/livez``    the liveness URL (``None``: no route)
+``HEALTH_READY_PATH``          ``/readyz``   the readiness URL (``None``: no route)
+``HEALTH_DRAIN_PATH``          ``/drainz``   the loopback drain URL (``None``: no route)
+``HEALTH_CHECK_TTL``           ``1.0``       seconds a check's result is reused in a worker
+``HEALTH_CHECK_TIMEOUT``       ``1.0``       seconds a check may take before it fails
+``HEALTH_DRAIN_SECONDS``       ``5.0``       seconds served after the drain begins
+``HEALTH_STOP_SECONDS``        ``10.0``      seconds the server gets to stop after that
+``HEALTH_DRAIN_ON_SIGTERM``    ``True``      chain the server's SIGTERM handler (see above)
+``HEALTH_DRAIN_FILE``          ``None``      the drain marker shared by the server's workers
+                                             (default: :func:`carboy.scale.drain.marker_path`)
+``HEALTH_ERROR_DETAILS``       ``False``     show a failing check's error message, not only
+                                             its type (a :class:`HealthError`'s always shows)
+``HEALTHZ``                    ``{}``        Flask-Healthz's mapping: ``"live"`` and
+                                             ``"ready"`` to a check or its dotted name
+=============================  ============  ================================================
 
 .. versionadded:: 0.1
 """
