@@ -99,13 +99,22 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_scenario(text: str) -> tuple[tuple[str, int], ...]:
+    """``hello=64,shared=16`` (or one number for every scenario)."""
+    if text.isdigit():
+        return tuple((s, int(text)) for s in scaling.SCENARIOS)
+    pairs = [item.split("=", 1) for item in text.split(",") if item]
+    return tuple((k.strip(), int(v)) for k, v in pairs)
+
+
 def cmd_scaling(args: argparse.Namespace) -> int:
     settings = scaling.ScalingSettings(
         scenarios=tuple(args.scenarios.split(",")),
         frameworks=tuple(args.frameworks.split(",")),
         hosts=tuple(int(n) for n in args.hosts.split(",")),
         repeats=args.repeats, duration=args.duration, warmup=args.warmup,
-        connections_per_host=args.connections_per_host, cpus=args.cpus, server=_server(args),
+        connections_per_host=_per_scenario(args.connections_per_host), cpus=args.cpus,
+        server=_server(args),
         shares=args.shares or None, period_us=args.period_us, balance=args.balance,
     )  # fmt: skip
     results = scaling.run(settings)
@@ -183,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--duration", type=float, default=4.0, help="seconds per load")
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--connections-per-host", type=int, default=16, help="wrk connections")
+    p.add_argument("--connections-per-host",
+                   default=",".join(f"{k}={v}" for k, v in
+                                    scaling.ScalingSettings.connections_per_host),
+                   help="wrk connections per host, by scenario (default: %(default)s)")  # fmt: skip
     p.add_argument("--period-us", type=int, default=scaling.ScalingSettings.period_us,
                    help="CFS period of the budget, us (default: %(default)s)")  # fmt: skip
     p.add_argument("--balance", default="roundrobin", help="HAProxy's algorithm")

@@ -43,10 +43,14 @@ class ScalingSettings:
     repeats: int = 5
     duration: float = 4.0
     warmup: float = 2.0
-    #: wrk's connections per enabled host: the load grows with the hosts, so each host sees
-    #: the same concurrency (with a fixed total, fewer requests wait at each host as hosts
-    #: are added, and a server spends more CPU per request when it has fewer to batch).
-    connections_per_host: int = 16
+    #: wrk's connections per enabled host, by scenario, so each host sees the same concurrency
+    #: at every count. Enough that a host's backlog fills its budget for a whole period:
+    #: round-robin sends each finished connection's next request to the next host, so with
+    #: several hosts the connections wait at the hosts that are out of budget, and a host that
+    #: runs then gets only its own backlog (at 30 us a request, hello's 1 ms is 33 requests).
+    #: Not many more: a deep queue delays HAProxy's health checks past their timeout (1 s)
+    #: and the host is taken out (shared state at 64 did that: ~700 us a request).
+    connections_per_host: tuple[tuple[str, int], ...] = (("hello", 64), ("shared", 16))
     #: Each host's budget: 0.1 CPU in every 10 ms period (see docs/scale/deploying-rig.md for
     #: why not 0.2 CPU in 100 ms: hosts that run 20 ms and stop for 80 ms park round-robin
     #: requests, and the hosts that run then get them one at a time).
@@ -189,12 +193,13 @@ def measure(
         balance=settings.balance,
     )
     runs: dict[int, list[Measurement]] = {n: [] for n in sorted(settings.hosts)}
+    connections = dict(settings.connections_per_host)[scenario]
     with Rig(config) as rig:
         request, check = scenario_request(rig, scenario)
 
         def load(n: int, seconds: float) -> Measurement:
             rig.use_hosts(n)
-            m = rig.load(request, seconds, settings.connections_per_host * n, settings.wrk_threads)
+            m = rig.load(request, seconds, connections * n, settings.wrk_threads)
             if m.load.non_2xx or m.load.socket_errors:
                 raise WrongAnswer(
                     f"{framework} {scenario}, {n} hosts: {m.load.non_2xx} non-2xx and "
@@ -205,7 +210,9 @@ def measure(
         if settings.warmup > 0:
             load(max(settings.hosts), settings.warmup)
         for rep in range(settings.repeats):
-            for n in sorted(settings.hosts):
+            # ascending, then descending: a drift of the machine's load over a pair of
+            # repetitions touches every count alike
+            for n in sorted(settings.hosts, reverse=rep % 2 == 1):
                 m = load(n, settings.duration)
                 runs[n].append(m)
                 log(
