@@ -114,7 +114,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
         hosts=tuple(int(n) for n in args.hosts.split(",")),
         repeats=args.repeats, duration=args.duration, warmup=args.warmup,
         connections_per_host=_per_scenario(args.connections_per_host), cpus=args.cpus,
-        server=_server(args),
+        server=_server(args), concurrent=not args.sequential,
         shares=args.shares or None, period_us=args.period_us, balance=args.balance,
     )  # fmt: skip
     results = scaling.run(settings)
@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--period-us", type=int, default=scaling.ScalingSettings.period_us,
                    help="CFS period of the budget, us (default: %(default)s)")  # fmt: skip
     p.add_argument("--balance", default="roundrobin", help="HAProxy's algorithm")
+    p.add_argument("--sequential", action="store_true",
+                   help="one rig, the counts loaded in turn (default: one rig per count, "
+                   "all loaded at the same moment)")  # fmt: skip
     p.add_argument("--shares", type=int, default=scaling.ScalingSettings.shares,
                    help="the run's cpu.shares against the machine's other work "
                    "(default: %(default)s; 0: the kernel's 1024)")  # fmt: skip

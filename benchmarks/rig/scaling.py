@@ -11,6 +11,8 @@ its budget and its throttled periods, and the machine's busy cores, to say what 
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import platform
 import statistics
@@ -64,6 +66,9 @@ class ScalingSettings:
     server: ServerSpec = field(default_factory=ServerSpec)
     haproxy_threads: int = 1
     wrk_threads: int = 1
+    #: Load every count at the same moment, each on its own rig (see :func:`_concurrent`);
+    #: else in turn on one rig.
+    concurrent: bool = True
 
 
 def check_hello(res: Answer) -> None:
@@ -122,6 +127,9 @@ def summarise(runs: dict[int, list[Measurement]], settings: ScalingSettings) -> 
             "machine_busy_cores": _summary([m.machine_busy_cores for m in ms]),
             "host_budget_used": _summary(budget),
             "host_throttled_share": _summary(throttled),
+            "cpu_us_per_request": _summary(
+                [sum(m.host_cores.values()) / m.load.rps * 1e6 for m in ms if m.load.rps]
+            ),
             "load_average": [m.load_average[0] for m in ms],
             "runs": [m.as_dict() for m in ms],
         }
@@ -159,7 +167,13 @@ def saturation(runs: dict[int, list[Measurement]], settings: ScalingSettings) ->
                 notes.append(f"{n} hosts: {part} used {cores:.2f} cores of {threads}: saturated")
         busy = max(m.machine_busy_cores for m in ms)
         if busy >= SATURATED * cpus:
-            notes.append(f"{n} hosts: the machine was {busy:.2f} of {cpus} cores busy")
+            used_median = statistics.median(
+                statistics.median(m.host_budget_used.values()) for m in ms
+            )
+            notes.append(
+                f"{n} hosts: the machine was up to {busy:.2f} of {cpus} cores busy (with its "
+                f"other work); the hosts still used {used_median:.0%} of their budgets"
+            )
         used = min(min(m.host_budget_used.values()) for m in ms)
         if used < SATURATED:
             notes.append(
@@ -169,20 +183,9 @@ def saturation(runs: dict[int, list[Measurement]], settings: ScalingSettings) ->
     return notes
 
 
-def measure(
-    scenario: str,
-    framework: str,
-    settings: ScalingSettings,
-    log: t.Callable[[str], None] = print,
-) -> dict[str, t.Any]:
-    """One (scenario, framework) series: a rig with the most hosts, every count loaded
-    ``repeats`` times; see the module docs.
-
-    :raises WrongAnswer: when an answer is wrong before or after the load, or a load had
-        errors.
-    """
-    config = RigConfig(
-        hosts=max(settings.hosts),
+def _config(scenario: str, framework: str, hosts: int, settings: ScalingSettings) -> RigConfig:
+    return RigConfig(
+        hosts=hosts,
         app=f"{framework}_{scenario}",
         server=settings.server,
         cpus=settings.cpus,
@@ -192,20 +195,63 @@ def measure(
         shares=settings.shares,
         balance=settings.balance,
     )
+
+
+def _checked_load(
+    rig: Rig, request: Request, n: int, seconds: float, settings: ScalingSettings, name: str
+) -> Measurement:
+    connections = dict(settings.connections_per_host)[name.split()[1]]
+    m = rig.load(request, seconds, connections * n, settings.wrk_threads)
+    if m.load.non_2xx or m.load.socket_errors:
+        raise WrongAnswer(
+            f"{name}, {n} hosts: {m.load.non_2xx} non-2xx and {m.load.socket_errors} socket "
+            f"errors\n{m.wrk_output}"
+        )
+    return m
+
+
+def _line(name: str, rep: int, settings: ScalingSettings, n: int, m: Measurement) -> str:
+    per_request = sum(m.host_cores.values()) / m.load.rps * 1e6 if m.load.rps else 0.0
+    return (
+        f"  {name:13} rep {rep + 1}/{settings.repeats} {n} host(s): {m.load.rps:8.0f} req/s  "
+        f"{per_request:5.0f} us CPU/req  budget used "
+        f"{statistics.median(m.host_budget_used.values()):.0%}  haproxy {m.haproxy_cores:.2f}  "
+        f"redis {m.redis_cores:.2f}  wrk {m.wrk_cores:.2f}  machine "
+        f"{m.machine_busy_cores:.2f}  load {m.load_average[0]:.2f}"
+    )
+
+
+def measure(
+    scenario: str,
+    framework: str,
+    settings: ScalingSettings,
+    log: t.Callable[[str], None] = print,
+) -> dict[str, t.Any]:
+    """One (scenario, framework) series, every count loaded ``repeats`` times: at the same
+    moment on separate rigs (:attr:`ScalingSettings.concurrent`), or in turn on one rig.
+
+    :raises WrongAnswer: when an answer is wrong before or after the load, or a load had
+        errors.
+    """
+    if settings.concurrent:
+        runs = _concurrent(scenario, framework, settings, log)
+    else:
+        runs = _sequential(scenario, framework, settings, log)
+    return summarise(runs, settings)
+
+
+def _sequential(
+    scenario: str, framework: str, settings: ScalingSettings, log: t.Callable[[str], None]
+) -> dict[int, list[Measurement]]:
+    """One rig with the most hosts; each count in turn (the others in maintenance)."""
+    name = f"{framework} {scenario}"
     runs: dict[int, list[Measurement]] = {n: [] for n in sorted(settings.hosts)}
-    connections = dict(settings.connections_per_host)[scenario]
-    with Rig(config) as rig:
+    with Rig(_config(scenario, framework, max(settings.hosts), settings)) as rig:
         request, check = scenario_request(rig, scenario)
 
         def load(n: int, seconds: float) -> Measurement:
             rig.use_hosts(n)
-            m = rig.load(request, seconds, connections * n, settings.wrk_threads)
-            if m.load.non_2xx or m.load.socket_errors:
-                raise WrongAnswer(
-                    f"{framework} {scenario}, {n} hosts: {m.load.non_2xx} non-2xx and "
-                    f"{m.load.socket_errors} socket errors\n{m.wrk_output}"
-                )
-            return m
+            return _checked_load(rig, request, n, seconds, settings, name)
 
         if settings.warmup > 0:
             load(max(settings.hosts), settings.warmup)
@@ -215,17 +261,49 @@ def measure(
             for n in sorted(settings.hosts, reverse=rep % 2 == 1):
                 m = load(n, settings.duration)
                 runs[n].append(m)
-                log(
-                    f"  {framework:6} {scenario:6} rep {rep + 1}/{settings.repeats} "
-                    f"{n} host(s): {m.load.rps:8.0f} req/s  host budget used "
-                    f"{statistics.median(m.host_budget_used.values()):.0%}  haproxy "
-                    f"{m.haproxy_cores:.2f}  redis {m.redis_cores:.2f}  wrk {m.wrk_cores:.2f}  "
-                    f"machine {m.machine_busy_cores:.2f} cores  load {m.load_average[0]:.2f}"
-                )
+                log(_line(name, rep, settings, n, m))
         rig.use_hosts(max(settings.hosts))
         for _ in range(4):
             check(_ask(rig, request))
-    return summarise(runs, settings)
+    return runs
+
+
+def _concurrent(
+    scenario: str, framework: str, settings: ScalingSettings, log: t.Callable[[str], None]
+) -> dict[int, list[Measurement]]:
+    """One rig per count (its own HAProxy, Redis and wrk), all loaded at the same moment: a
+    change in the machine's other work, or in what its caches hold, touches every count of a
+    repetition alike, and the ratio of one repetition compares like with like."""
+    name = f"{framework} {scenario}"
+    counts = sorted(settings.hosts)
+    runs: dict[int, list[Measurement]] = {n: [] for n in counts}
+    with contextlib.ExitStack() as stack:
+        rigs = {
+            n: stack.enter_context(Rig(_config(scenario, framework, n, settings))) for n in counts
+        }
+        requests = {n: scenario_request(rig, scenario) for n, rig in rigs.items()}
+        with concurrent.futures.ThreadPoolExecutor(len(counts)) as pool:
+
+            def together(seconds: float) -> dict[int, Measurement]:
+                futures = {
+                    n: pool.submit(
+                        _checked_load, rigs[n], requests[n][0], n, seconds, settings, name
+                    )
+                    for n in counts
+                }
+                return {n: f.result() for n, f in futures.items()}
+
+            if settings.warmup > 0:
+                together(settings.warmup)
+            for rep in range(settings.repeats):
+                for n, m in together(settings.duration).items():
+                    runs[n].append(m)
+                    log(_line(name, rep, settings, n, m))
+        for n, rig in rigs.items():
+            request, check = requests[n]
+            for _ in range(2 * n):
+                check(_ask(rig, request))
+    return runs
 
 
 def run(settings: ScalingSettings, log: t.Callable[[str], None] = print) -> dict[str, t.Any]:
@@ -280,9 +358,9 @@ def table(results: dict[str, t.Any]) -> str:
 def parts_table(results: dict[str, t.Any]) -> str:
     """CPU of each part (median cores over the repetitions, max in brackets)."""
     rows = [
-        "| series | hosts | host budget used | throttled periods | HAProxy cores | "
-        "Redis cores | wrk cores | machine busy cores | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| series | hosts | host budget used | throttled periods | host CPU µs / request | "
+        "HAProxy cores | Redis cores | wrk cores | machine busy cores | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, series in results["series"].items():
         for n, e in series["by_hosts"].items():
@@ -292,7 +370,8 @@ def parts_table(results: dict[str, t.Any]) -> str:
 
             rows.append(
                 f"| {key} | {n} | {e['host_budget_used']['median']:.0%} | "
-                f"{e['host_throttled_share']['median']:.0%} | {c('haproxy_cores')} | "
+                f"{e['host_throttled_share']['median']:.0%} | "
+                f"{e['cpu_us_per_request']['median']:.0f} | {c('haproxy_cores')} | "
                 f"{c('redis_cores')} | {c('wrk_cores')} | {c('machine_busy_cores')} | "
                 f"{statistics.median(e['load_average']):.2f} |"
             )
