@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="one rig, the counts loaded in turn (default: one rig per count, "
                    "all loaded at the same moment)")  # fmt: skip
     p.add_argument("--shares", type=int, default=scaling.ScalingSettings.shares,
-                   help="the run's cpu.shares against the machine's other work "
-                   "(default: %(default)s; 0: the kernel's 1024)")  # fmt: skip
+                   help="cpu.shares per part of a run (host, HAProxy, wrk, Redis) against "
+                   "the machine's other work (default: %(default)s; 0: the kernel's 1024 "
+                   "per run)")  # fmt: skip
     p.add_argument("--cpus", type=float, default=scaling.ScalingSettings.cpus,
                    help="CPU budget per host (default: %(default)s)")  # fmt: skip
     _add_server_args(p)

@@ -89,7 +89,10 @@ class RigConfig:
     haproxy_threads: int = 1
     #: HAProxy's ``balance`` algorithm.
     balance: str = "roundrobin"
-    #: The run's ``cpu.shares`` against the machine's other work (``None``: the default).
+    #: ``cpu.shares`` per part of the run (each host, HAProxy, wrk, Redis), against the
+    #: machine's other work: the run's group gets this times its number of parts, so every
+    #: process of every run weighs the same whatever the run's size (``None``: the kernel's
+    #: default for the whole run).
     shares: int | None = None
     #: Tag every answer with the worker that made it (``X-Rig-Worker``).
     worker_header: bool = False
@@ -211,7 +214,8 @@ class Rig:
         self.hierarchy = Hierarchy.detect()
         self.hierarchy.create_run(self.run)
         if cfg.shares is not None:
-            self.hierarchy.set_shares(self.run, cfg.shares)
+            parts = cfg.hosts + 2 + (1 if cfg.redis else 0)
+            self.hierarchy.set_shares(self.run, cfg.shares * parts)
         self.network = net = netns.Network(self.run, number)
         net.create()
         roles = ["lb", "client", *(["infra"] if cfg.redis else [])]

@@ -49,10 +49,11 @@ class ScalingSettings:
     #: at every count. Enough that a host's backlog fills its budget for a whole period:
     #: round-robin sends each finished connection's next request to the next host, so with
     #: several hosts the connections wait at the hosts that are out of budget, and a host that
-    #: runs then gets only its own backlog (at 30 us a request, hello's 1 ms is 33 requests).
+    #: runs then gets only its own backlog (at 30 us a request, hello's 1 ms is 33 requests;
+    #: 128 also keeps a backlog while HAProxy and wrk wait for a core).
     #: Not many more: a deep queue delays HAProxy's health checks past their timeout (1 s)
     #: and the host is taken out (shared state at 64 did that: ~700 us a request).
-    connections_per_host: tuple[tuple[str, int], ...] = (("hello", 64), ("shared", 16))
+    connections_per_host: tuple[tuple[str, int], ...] = (("hello", 128), ("shared", 16))
     #: Each host's budget: 0.1 CPU in every 10 ms period (see docs/scale/deploying-rig.md for
     #: why not 0.2 CPU in 100 ms: hosts that run 20 ms and stop for 80 ms park round-robin
     #: requests, and the hosts that run then get them one at a time).
@@ -60,9 +61,10 @@ class ScalingSettings:
     period_us: int = 10_000
     #: HAProxy's ``balance`` algorithm.
     balance: str = "roundrobin"
-    #: The run's cpu.shares (v1; cpu.weight on v2 scaled from it): its weight against the
-    #: machine's other work when the cores are contended. ``None``: the default (1024).
-    shares: int | None = 10240
+    #: cpu.shares per part of a run (v1; cpu.weight on v2 scaled from it): its weight against
+    #: the machine's other work when the cores are contended (:attr:`RigConfig.shares`).
+    #: ``None``: the kernel's default (1024) for a whole run.
+    shares: int | None = 4096
     server: ServerSpec = field(default_factory=ServerSpec)
     haproxy_threads: int = 1
     wrk_threads: int = 1
