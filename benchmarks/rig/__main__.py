@@ -116,6 +116,7 @@ def cmd_scaling(args: argparse.Namespace) -> int:
         connections_per_host=_per_scenario(args.connections_per_host), cpus=args.cpus,
         server=_server(args), concurrent=not args.sequential,
         shares=args.shares or None, period_us=args.period_us, balance=args.balance,
+        burst_periods=args.burst, server_maxconn=args.server_maxconn,
     )  # fmt: skip
     results = scaling.run(settings)
     results["command"] = "python -m benchmarks.rig " + " ".join(sys.argv[1:])
@@ -199,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--period-us", type=int, default=scaling.ScalingSettings.period_us,
                    help="CFS period of the budget, us (default: %(default)s)")  # fmt: skip
     p.add_argument("--balance", default="roundrobin", help="HAProxy's algorithm")
+    p.add_argument("--burst", type=float, default=scaling.ScalingSettings.burst_periods,
+                   help="unused quota a host may carry over, in periods "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--no-server-maxconn", dest="server_maxconn", action="store_false",
+                   help="no HAProxy maxconn on the servers (default: the connections per "
+                   "host)")  # fmt: skip
     p.add_argument("--sequential", action="store_true",
                    help="one rig, the counts loaded in turn (default: one rig per count, "
                    "all loaded at the same moment)")  # fmt: skip

@@ -179,6 +179,18 @@ class CpuGroup:
         else:
             (self.path / "cpu.max").write_text(f"{'max' if quota == -1 else quota} {period_us}")
 
+    def set_burst(self, burst_us: int) -> bool:
+        """Let the group carry up to *burst_us* of unused quota into later periods
+        (``cpu.cfs_burst_us`` on v1, ``cpu.max.burst`` on v2; Linux 5.14+). The budget over
+        time stays the same; a host woken late in a period loses less of it. Returns whether
+        the kernel has the setting."""
+        name = "cpu.cfs_burst_us" if self.hierarchy.version == 1 else "cpu.max.burst"
+        path = self.path / name
+        if not path.exists():
+            return False
+        path.write_text(str(burst_us))
+        return True
+
     def budget(self) -> float | None:
         """The quota in CPUs, as the kernel holds it (``None``: unlimited)."""
         if self.hierarchy.version == 1:

@@ -65,9 +65,11 @@ def config(
     threads: int = 1,
     maxconn: int = 8000,
     balance: str = "roundrobin",
+    server_maxconn: int | None = None,
 ) -> str:
     """An ``haproxy.cfg`` balancing *listen*:80 over *servers* (name, ``ip:port``) with the
-    algorithm *balance* (``roundrobin``, ``leastconn``...)."""
+    algorithm *balance* (``roundrobin``, ``leastconn``...); with *server_maxconn*, at most that
+    many connections to each server (HAProxy queues the other requests)."""
     lines = [
         "global",
         f"    nbthread {threads}",
@@ -102,7 +104,8 @@ def config(
         f"downinter {checks.downinter_ms}ms fall {checks.fall} rise {checks.rise} "
         f"pool-purge-delay {timeouts.pool_purge_ms}ms",
     ]
-    lines += [f"    server {name} {address} check" for name, address in servers]
+    limit = f" maxconn {server_maxconn}" if server_maxconn else ""
+    lines += [f"    server {name} {address} check{limit}" for name, address in servers]
     return "\n".join(lines) + "\n"
 
 

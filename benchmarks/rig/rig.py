@@ -82,6 +82,9 @@ class RigConfig:
     #: each. Short (10 ms) so a host is a steady slower machine, not one that stops for most
     #: of every 100 ms (the kernel's default period).
     period_us: int = 10_000
+    #: Unused quota a host may carry into later periods, in periods' worth of quota (0: none;
+    #: see :meth:`CpuGroup.set_burst`).
+    burst_periods: float = 0.0
     #: Start a Redis in the infra namespace (the shared-state apps need it).
     redis: bool = True
     checks: haproxy.Checks = field(default_factory=haproxy.Checks)
@@ -89,6 +92,8 @@ class RigConfig:
     haproxy_threads: int = 1
     #: HAProxy's ``balance`` algorithm.
     balance: str = "roundrobin"
+    #: HAProxy's ``maxconn`` on each server (``None``: no limit).
+    server_maxconn: int | None = None
     #: ``cpu.shares`` per part of the run (each host, HAProxy, wrk, Redis), against the
     #: machine's other work: the run's group gets this times its number of parts, so every
     #: process of every run weighs the same whatever the run's size (``None``: the kernel's
@@ -226,6 +231,8 @@ class Rig:
             name = f"h{i}"
             net.add(name)
             group = self.hierarchy.group(self.run, name).create(cfg.cpus, cfg.period_us)
+            if cfg.cpus is not None and cfg.burst_periods > 0:
+                group.set_burst(round(cfg.cpus * cfg.period_us * cfg.burst_periods))
             self.groups[name] = group
             self.hosts.append(Host(name, net.address(name), group))
         if cfg.redis:
@@ -336,6 +343,7 @@ class Rig:
             cfg.timeouts,
             cfg.haproxy_threads,
             balance=cfg.balance,
+            server_maxconn=cfg.server_maxconn,
         )
         path = self.dir / "haproxy.cfg"
         path.write_text(text)
