@@ -110,6 +110,8 @@ def measure(
                 "rps": m.load.rps,
                 "errors": m.load.non_2xx + m.load.socket_errors,
                 "per_worker": workers_seen,
+                "load_average": m.load_average[0],
+                "machine_busy_cores": m.machine_busy_cores,
                 **spread(workers_seen),
             })  # fmt: skip
             log(
@@ -129,15 +131,20 @@ def measure(
 def table(results: dict[str, t.Any]) -> str:
     rows = [
         "| server | path | req/s | answers per worker (median round) | max/min | CV | "
-        "busiest share |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "busiest share | load avg |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for key, e in results["configs"].items():
         rounds = sorted(e["rounds"], key=lambda r: r["cv"])
         mid = rounds[(len(rounds) - 1) // 2]
         rows.append(
             f"| {key} | {'direct' if e['direct'] else 'HAProxy'} | {mid['rps']:.0f} | "
-            f"{', '.join(map(str, mid['per_worker']))} | {e['max_over_min_median']:.2f} | "
-            f"{e['cv_median']:.2f} | {e['busiest_share_median']:.0%} |"
+            f"{', '.join(map(str, mid['per_worker']))} | {_ratio(e['max_over_min_median'])} | "
+            f"{e['cv_median']:.2f} | {e['busiest_share_median']:.0%} | "
+            f"{statistics.median(r.get('load_average', 0.0) for r in e['rounds']):.1f} |"
         )
     return "\n".join(rows)
+
+
+def _ratio(value: float) -> str:
+    return "∞ (a worker got none)" if value == float("inf") else f"{value:.2f}"
