@@ -33,6 +33,7 @@ from benchmarks.rig.rig import (  # noqa: E402
     Measurement,
     Rig,
     RigConfig,
+    cleanup,
     leftover_runs,
     missing_prerequisites,
 )
@@ -299,6 +300,10 @@ def test_two_hosts_behind_haproxy_share_sessions_limits_and_cache() -> None:
         assert set(bodies) == {b"the cached value"}
         assert rig.ask("/rig/computed", host="h1").body == b"1"
         assert rig.ask("/rig/computed", host="h2").body == b"1"
+
+        # the cleanup command leaves a run whose owner still runs alone
+        assert cleanup()[run].startswith("in use")
+        assert rig.ask("/", host="h1").status == 200
 
     assert _run_traces(run) == []
 

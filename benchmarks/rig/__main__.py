@@ -3,8 +3,8 @@ clean up after crashed runs. Needs root, iproute2, haproxy, wrk and redis-server
 
     python -m benchmarks.rig up --hosts 2 --app carboy_shared      # until Ctrl-C
     python -m benchmarks.rig load --hosts 4 --app flask_hello --duration 5
-    python -m benchmarks.rig scaling                              # the full matrix (~8 min)
-    python -m benchmarks.rig balance                              # 4 workers, per server
+    python -m benchmarks.rig scaling                              # the full matrix (~3 min)
+    python -m benchmarks.rig balance                              # 4 workers (~4 min)
     python -m benchmarks.rig cleanup                              # leftovers of killed runs
 
 Every command tears down what it made (processes, namespaces, veths, bridge, cgroups, its
@@ -171,7 +171,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.rig", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.rig",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(required=True)
 
     p = sub.add_parser("up", help="bring up a rig and keep it until Ctrl-C")

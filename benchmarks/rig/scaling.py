@@ -1,12 +1,14 @@
 """The scaling measurement: throughput through HAProxy with 1, 2 and 4 hosts at a fixed CPU
 budget per host, for each scenario and framework.
 
-For each (scenario, framework) one rig runs the largest host count; the smaller counts put the
-other hosts in maintenance through HAProxy's runtime API (idle, they use no CPU). Each
-repetition loads every host count once, in turn, so a slow spell of the machine touches all
-counts of that repetition alike; a ratio is computed per repetition (same moment) and over the
-medians. Every load also measures the CPU that HAProxy, Redis and wrk used, each host's use of
-its budget and its throttled periods, and the machine's busy cores, to say what saturated.
+For each (scenario, framework), by default one rig per host count (each with its own HAProxy,
+Redis and wrk), all loaded at the same moment, so the machine's other work and the state of its
+caches touch every count of a repetition alike (:func:`_concurrent`); or, with
+``concurrent=False``, one rig with the most hosts whose counts are loaded in turn, the other
+hosts in maintenance through HAProxy's runtime API (:func:`_sequential`). A ratio is computed
+per repetition and over the medians. Every load also measures the CPU that HAProxy, Redis and
+wrk used, each host's use of its budget, its throttled periods and its CPU per request, and the
+machine's busy cores, to say what saturated.
 """
 
 from __future__ import annotations
