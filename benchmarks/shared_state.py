@@ -145,9 +145,13 @@ def _common_routes(app: t.Any, session: t.Any, key: str) -> None:
         return str(COMPUTED[key])
 
 
-def build_flask() -> t.Any:
+#: Called as ``routes(app, cache, limiter)`` to add routes to a built app (``benchmarks/rig``).
+AddRoutes = t.Callable[[t.Any, t.Any, t.Any], None]
+
+
+def build_flask(routes: AddRoutes | None = None) -> t.Any:
     """Flask 3.1 + Flask-Session, Flask-Limiter and Flask-Caching on one Redis (the real
-    Flask, not carboy's alias)."""
+    Flask, not carboy's alias); *routes* may add more."""
     from flask import Flask, session
     from flask_caching import Cache
     from flask_limiter import Limiter
@@ -182,13 +186,15 @@ def build_flask() -> t.Any:
     def shared() -> str:
         return _page(session["user"], fragment())
 
+    if routes is not None:
+        routes(app, cache, limiter)
     return app
 
 
-def build_carboy(key: str, asynchronous: bool) -> t.Any:
+def build_carboy(key: str, asynchronous: bool, routes: AddRoutes | None = None) -> t.Any:
     """carboy with its scale-out modules on the app's ``REDIS_URL``, its keys and fragment
     count named *key*; *asynchronous*: the view and the fragment are ``async def`` and the
-    limiter checks on the asyncio client."""
+    limiter checks on the asyncio client; *routes* may add more."""
     import carboy
     from carboy.scale.caching import Cache
     from carboy.scale.limiter import Limiter, get_remote_address
@@ -236,6 +242,8 @@ def build_carboy(key: str, asynchronous: bool) -> t.Any:
         def shared() -> str:
             return _page(session["user"], fragment())
 
+    if routes is not None:
+        routes(app, cache, limiter)
     return app
 
 
