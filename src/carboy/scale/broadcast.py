@@ -225,6 +225,8 @@ class _Inbox:
 
     def put(self, message: Message) -> None:
         """Queue a live *message* (called by the channel's reader, on the loop)."""
+        if self.ended is not None:  # ended during this dispatch
+            return
         skip = self.skip_upto
         if skip is not None:
             if parse_id(message.id) <= skip:
@@ -959,7 +961,9 @@ class Broadcast:
         state = self._state()
         state.drain_code = code
         for hub in state.hubs():
-            hub.call_soon(hub.drain, code)
+            # Queued even on the loop's own thread: a signal handler may run in the middle of
+            # a dispatch.
+            hub.call_soon(hub.drain, code, now=False)
 
     def stats(self) -> dict[str, int]:
         """This process's figures: channels read, subscribers, messages waiting in queues."""
