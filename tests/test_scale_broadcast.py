@@ -38,7 +38,7 @@ REDIS_BACKENDS = ["streams", "pubsub"]
 class Env:
     """An app with a Broadcast on *backend*, its key prefix, and the gaps it reported."""
 
-    def __init__(self, backend: str, **config: t.Any) -> None:
+    def __init__(self, backend: str, redis_url: str = MACHINE_URL, **config: t.Any) -> None:
         self.prefix = f"test-broadcast-{uuid.uuid4().hex[:8]}:"
         self.app = carboy.Carboy(__name__)
         self.app.config.update(
@@ -49,7 +49,7 @@ class Env:
             **config,
         )
         if backend != "memory":
-            self.app.config["REDIS_URL"] = MACHINE_URL
+            self.app.config["REDIS_URL"] = redis_url
         self.gaps: list[Gap] = []
         self.broadcast = Broadcast(self.app, on_gap=self.gaps.append)
 
@@ -228,7 +228,9 @@ def test_close_all_drains_every_subscription(env: Env) -> None:
         sub = await b.subscribe("x").start()
         waiting = asyncio.ensure_future(sub.get())
         await asyncio.sleep(0.05)
-        threading.Thread(target=b.close_all, args=(1012,)).start()  # from another thread
+        # From another thread, the way a drain that does not import the module calls it.
+        drain = env.app.extensions["carboy.broadcast"].close_all
+        threading.Thread(target=drain, args=(1012,)).start()
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(waiting, 5)
         assert sub.ended == "drain" and sub.close_code == 1012
@@ -695,5 +697,50 @@ def test_websocket_slow_consumer_is_closed_without_slowing_the_others() -> None:
         assert reasons == ["disconnected", "disconnected", "slow"]
         bounded = [r for r in made.app.config["results"] if r[2] == 10]
         assert len(bounded) == 2 and all(peak == 10 for _, peak, _ in bounded)
+
+    made.run(main)
+
+
+# -- Redis unreachable -------------------------------------------------------------------------
+
+
+def test_unreachable_redis_fails_fast_and_the_reader_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    from carboy.scale import broadcast as module
+    from servers import free_port
+
+    monkeypatch.setattr(module, "READY_TIMEOUT", 0.3)
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    made = Env("streams", nowhere, BROADCAST_SSE_RETRY=1500)
+    b = made.broadcast
+
+    @made.app.get("/events")
+    def events() -> t.Any:
+        return b.sse("c")
+
+    @made.app.websocket("/ws")
+    async def ws() -> None:
+        made.app.config["reason"] = await b.serve_websocket("c")
+
+    with pytest.raises(redis.ConnectionError):
+        b.publish("c", "x")
+
+    async def main() -> None:
+        with pytest.raises(redis.ConnectionError):
+            await b.apublish("c", "x")
+        with pytest.raises(TimeoutError):
+            await b.subscribe("c").start()
+        stream = Stream(made.app, http_scope("/events"))
+        await asyncio.wait_for(stream.ended.wait(), 5)
+        assert stream.body == b"retry: 1500\n: unavailable\n\n"
+        socket = StalledSocket(made.app, "/ws", take=10)
+        await asyncio.wait_for(socket.task, 5)
+        assert socket.closed == {
+            "type": "websocket.close", "code": 1013, "reason": "broadcast unavailable"
+        }  # fmt: skip
+        assert made.app.config["reason"] == "unavailable"
+        await asyncio.sleep(0.3)  # BROADCAST_LINGER: nobody wants the channel, its reader stops
+        assert b.stats() == {"channels": 0, "subscribers": 0, "pending": 0}
 
     made.run(main)

@@ -408,6 +408,7 @@ class Subscription:
             await asyncio.wait_for(channel.wait_ready(), READY_TIMEOUT)
         except TimeoutError:
             inbox.end("closed")
+            channel.stop_when_idle()  # its reader goes on trying only while wanted
             raise TimeoutError(
                 f"The broadcast's reader of {self.channel!r} did not reach its backend"
                 f" within {READY_TIMEOUT} s."
@@ -625,8 +626,12 @@ class _Channel:
     def remove(self, sub: _Inbox) -> None:
         if self._subs.pop(sub, 1) is None:
             self._tuple = tuple(self._subs)
-            if not self._subs and self.linger is None:
-                self.linger = self.hub.loop.call_later(self.hub.state.linger, self._idle)
+            self.stop_when_idle()
+
+    def stop_when_idle(self) -> None:
+        """Stop the reader :attr:`linger` seconds from now unless a subscriber joins."""
+        if not self._subs and self.linger is None:
+            self.linger = self.hub.loop.call_later(self.hub.state.linger, self._idle)
 
     def _idle(self) -> None:
         self.linger = None
@@ -735,6 +740,15 @@ class _State:
     def hubs(self) -> list[_Hub]:
         with self._lock:
             return list(self._hubs.values())
+
+    def close_all(self, code: int = 1012) -> None:
+        """See :meth:`Broadcast.close_all` (here so that a drain can call it on
+        ``app.extensions["carboy.broadcast"]`` without importing this module)."""
+        self.drain_code = code
+        for hub in self.hubs():
+            # Queued even on the loop's own thread: a signal handler may run in the middle of
+            # a dispatch.
+            hub.call_soon(hub.drain, code, now=False)
 
     def report(self, gap: Gap) -> None:
         logger.warning(
@@ -954,16 +968,12 @@ class Broadcast:
         The WebSocket helper closes its socket with *code* (1012, "service restart", by
         default: clients reconnect, to another worker); the SSE helper ends its stream (the
         browser reconnects after the ``retry:`` hint, with ``Last-Event-ID``). Safe to call
-        from any thread or a signal handler.
+        from any thread or a signal handler. A drain that does not import this module can call
+        ``app.extensions["carboy.broadcast"].close_all(code)`` (present when a Broadcast is).
 
         :param code: the WebSocket close code.
         """
-        state = self._state()
-        state.drain_code = code
-        for hub in state.hubs():
-            # Queued even on the loop's own thread: a signal handler may run in the middle of
-            # a dispatch.
-            hub.call_soon(hub.drain, code, now=False)
+        self._state().close_all(code)
 
     def stats(self) -> dict[str, int]:
         """This process's figures: channels read, subscribers, messages waiting in queues."""

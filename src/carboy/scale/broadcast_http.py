@@ -122,6 +122,9 @@ def sse_response(
                     yield ": end\n\n"  # drained (or closed): the browser reconnects elsewhere
                     return
                 except SlowConsumer:
+                    return  # the browser reconnects with Last-Event-ID
+                except Exception as e:  # the history of a resume could not be read
+                    logger.warning("SSE stream of %r ends: %s", channel, e)
                     return
                 if item is None:
                     yield ":\n\n"
@@ -219,6 +222,7 @@ async def serve_websocket(
         await sub.start()
     except Exception as e:
         logger.warning("WebSocket of %r could not subscribe: %s", channel, e)
+        await sub.aclose()
         if not ws.accepted:
             await ws.accept(subprotocol)
         await ws.close(1013, "broadcast unavailable")
