@@ -362,6 +362,37 @@ def test_reader_connection_killed_streams_lose_nothing_pubsub_report_the_gap(
         assert redis_env.gaps == seen
 
 
+def test_worker_shutdown_stops_the_readers(redis_env: Env) -> None:
+    b = redis_env.broadcast
+    kind = redis_env.app.config["BROADCAST_BACKEND"]
+
+    async def main() -> None:
+        await b.subscribe("z").start()
+        assert b.stats()["channels"] == 1 and len(own_reader_ids(kind)) == 1
+        inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[dict[str, t.Any]] = []
+
+        async def receive() -> dict[str, t.Any]:
+            return inbox.pop(0)
+
+        async def send(message: dict[str, t.Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+        await redis_env.app(scope, receive, send)  # type: ignore[arg-type]
+        assert [m["type"] for m in sent] == [
+            "lifespan.startup.complete", "lifespan.shutdown.complete"
+        ]  # fmt: skip
+        assert b.stats()["channels"] == 0
+        for _ in range(100):  # Redis sees the closed socket at once, or nearly
+            if not own_reader_ids(kind):
+                break
+            await asyncio.sleep(0.01)
+        assert own_reader_ids(kind) == []
+
+    redis_env.run(main)
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 

@@ -750,6 +750,16 @@ class _State:
             # a dispatch.
             hub.call_soon(hub.drain, code, now=False)
 
+    async def stop(self) -> None:
+        """Stop the running loop's readers (the app's ``after_serving``)."""
+        hub = self._hubs.get(asyncio.get_running_loop())
+        if hub is not None:
+            channels = list(hub.channels.values())
+            for channel in channels:
+                hub.forget(channel)
+            await asyncio.gather(*(c.task for c in channels if c.task), return_exceptions=True)
+        self.backend.close()
+
     def report(self, gap: Gap) -> None:
         logger.warning(
             "Broadcast gap on channel %r (%s): after %s until %s, %s missed.",
@@ -839,9 +849,12 @@ class Broadcast:
         if name not in _BACKENDS:
             raise ValueError(f"Unknown broadcast backend {name!r}: use one of {list(_BACKENDS)}.")
         app.config["BROADCAST_BACKEND"] = _BACKENDS[name]
-        state = _State(self, app)
-        app.extensions[EXTENSION_KEY] = state
-        app.after_serving(self._after_serving)
+        app.extensions[EXTENSION_KEY] = _State(self, app)
+
+        async def stop_readers() -> None:
+            await self._state(app).stop()
+
+        app.after_serving(stop_readers)
 
     def _make_backend(self, state: _State, app: Carboy) -> Backend:
         config = app.config
@@ -868,9 +881,6 @@ class Broadcast:
             state = _State(self, app)
             app.extensions[EXTENSION_KEY] = state
         return state
-
-    def _current_app(self) -> Carboy:
-        return self._state().app
 
     @property
     def backend(self) -> Backend:
@@ -984,22 +994,3 @@ class Broadcast:
                 subscribers += channel.subscribers
                 pending += sum(sub.count for sub in channel._tuple)
         return {"channels": channels, "subscribers": subscribers, "pending": pending}
-
-    async def _after_serving(self) -> None:
-        state = self.app.extensions.get(EXTENSION_KEY) if self.app else None
-        if state is None:
-            from ..globals import current_app
-
-            state = current_app.extensions.get(EXTENSION_KEY)
-        if not isinstance(state, _State):
-            return
-        try:
-            hub = state.hub()
-        except RuntimeError:
-            return
-        tasks = [c.task for c in list(hub.channels.values()) if c.task is not None]
-        for channel in list(hub.channels.values()):
-            hub.forget(channel)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        state.backend.close()
