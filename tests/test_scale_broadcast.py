@@ -30,6 +30,7 @@ from carboy.scale.broadcast import (
 )
 from carboy.scale.broadcast_http import format_event
 from redis_servers import MACHINE_URL, machine_redis_or_skip
+from test_scale_sessions import cluster  # noqa: F401 (the 3-node Redis Cluster fixture)
 
 BACKENDS = ["memory", "streams", "pubsub"]
 REDIS_BACKENDS = ["streams", "pubsub"]
@@ -775,3 +776,27 @@ def test_unreachable_redis_fails_fast_and_the_reader_stops(monkeypatch: pytest.M
         assert b.stats() == {"channels": 0, "subscribers": 0, "pending": 0}
 
     made.run(main)
+
+
+# -- Redis Cluster -----------------------------------------------------------------------------
+
+
+def test_streams_on_a_redis_cluster(cluster: str) -> None:  # noqa: F811 (the fixture)
+    made = Env("streams", cluster)
+    b = made.broadcast
+
+    async def main() -> None:
+        async with b.subscribe("a") as one, b.subscribe("b") as two:  # keys in other slots
+            ids = [b.publish("a", f"a{i}") for i in range(3)]
+            ids.append(await b.apublish("a", "a3"))
+            b.publish("b", "b0")
+            assert [m.data for m in await take(one, 4)] == ["a0", "a1", "a2", "a3"]
+            assert [m.data for m in await take(two, 1)] == ["b0"]
+            async with b.subscribe("a", last_id=ids[1]) as resumed:
+                assert [m.data for m in await take(resumed, 2)] == ["a2", "a3"]
+
+    made.run(main)
+    app = carboy.Carboy(__name__)
+    app.config.update(REDIS_URL=cluster, BROADCAST_BACKEND="pubsub")
+    with pytest.raises(ValueError, match="one Redis server"):
+        Broadcast(app)

@@ -216,7 +216,7 @@ class _Inbox:
         self.waiter: asyncio.Future[None] | None = None
         self.channel: _Channel | None = None
         self.skip_upto: tuple[int, int] | None = None  # skip live messages up to this id
-        self.overflow_gap: list[t.Any] | None = None  # [after, until, missed]
+        self.overflow_gap: list[t.Any] | None = None  # [last id dropped, count] not reported
         self.ended: str | None = None
         self.close_code: int | None = None
         self.dropped = 0
@@ -256,10 +256,10 @@ class _Inbox:
                 self.dropped += 1
                 gap = self.overflow_gap
                 if gap is None:
-                    self.overflow_gap = [self.last_id, item.id, 1]
+                    self.overflow_gap = [item.id, 1]
                 else:
-                    gap[1] = item.id
-                    gap[2] += 1
+                    gap[0] = item.id
+                    gap[1] += 1
                 return
 
     def put_gap(self, gap: Gap) -> None:
@@ -413,6 +413,8 @@ class Subscription:
                 f"The broadcast's reader of {self.channel!r} did not reach its backend"
                 f" within {READY_TIMEOUT} s."
             ) from None
+        if state.drain_code is not None:  # drained while it waited
+            inbox.end("drain", state.drain_code)
         if inbox.ended is not None:
             return self
         # No await between reading the position and joining: every message after the
@@ -488,9 +490,10 @@ class Subscription:
                 await self._fill_backlog()
                 continue
             elif inbox.overflow_gap is not None:
-                after, until, missed = inbox.overflow_gap
+                # What was dropped followed what this subscriber received last.
+                until, missed = inbox.overflow_gap
                 inbox.overflow_gap = None
-                item = Gap(self.channel, "overflow", after, until, missed)
+                item = Gap(self.channel, "overflow", inbox.last_id, until, missed)
             elif inbox.queue:
                 item = inbox.queue.popleft()
                 if isinstance(item, Message):
