@@ -253,6 +253,92 @@ def test_resume_300_sse_clients_through_another_worker(
     assert len(moves) >= clients and all(old != new for old, new in moves)
 
 
+# -- drain -------------------------------------------------------------------------------------
+
+
+def test_drained_worker_sends_its_clients_to_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``close_all(1012)`` in one worker (what a drain calls): its SSE streams end and its
+    WebSockets close with 1012; the clients come back on other workers with their last id and
+    miss nothing."""
+    messages, rate, each = 300, 100, 20
+    with machine_prefix() as (_client, prefix):
+        pub = publisher(MACHINE_URL, prefix)
+        with served(tmp_path / "uvicorn.log", MACHINE_URL, prefix) as server:
+            ended: list[str] = []  # the workers whose SSE streams ended
+            codes: list[int | None] = []  # the close codes the WebSockets got
+
+            async def sse_client(http: httpx.AsyncClient, ready: asyncio.Event) -> list[int]:
+                got: list[int] = []
+                last_id: str | None = None
+                for _ in range(200):
+                    headers = {"Last-Event-ID": last_id} if last_id else {}
+                    url = server.base_url + "/sse/drain"
+                    async with http.stream("GET", url, headers=headers) as r:
+                        async for event in sse_events(r):
+                            ready.set()
+                            if "id" in event:
+                                last_id = event["id"]
+                                got.append(int(event["data"].split(":")[0]))
+                                if got[-1] == messages - 1:
+                                    return got
+                        ended.append(r.headers["X-Worker"])
+                    await asyncio.sleep(0.05)  # the retry: hint, shortened
+                pytest.fail("an SSE client never finished")
+
+            async def ws_client(ready: asyncio.Event) -> list[int]:
+                got: list[int] = []
+                last_id = [""]
+                finished = asyncio.get_running_loop().create_future()
+
+                def on_text(text: str, _now: float) -> None:
+                    message_id, _, data = text.partition(" ")
+                    last_id[0] = message_id
+                    got.append(int(data.split(":")[0]))
+                    if got[-1] == messages - 1 and not finished.done():
+                        finished.set_result(None)
+
+                for _ in range(200):
+                    query = "?ids=1" + (f"&last_id={last_id[0]}" if last_id[0] else "")
+                    conn = await WSClient.connect(server.ws_url + "/ws/drain" + query, on_text)
+                    await conn.hello
+                    ready.set()
+                    await asyncio.wait((conn.closed, finished), return_when="FIRST_COMPLETED")
+                    if finished.done():
+                        conn.close()
+                        return got
+                    codes.append(conn.close_code)
+                pytest.fail("a WebSocket client never finished")
+
+            async def main() -> tuple[list[list[int]], str]:
+                ready = [asyncio.Event() for _ in range(2 * each)]
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+                async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+                    tasks = [asyncio.ensure_future(sse_client(http, e)) for e in ready[:each]]
+                    tasks += [asyncio.ensure_future(ws_client(e)) for e in ready[each:]]
+                    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
+                    loop = asyncio.get_running_loop()
+                    send = lambda m: pub.publish("drain", m)  # noqa: E731
+                    sending = loop.run_in_executor(None, paced, send, messages, rate)
+                    await asyncio.sleep(1.0)
+                    drained = (await http.post(server.base_url + "/drain")).text
+                    results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+                    await sending
+                return results, drained
+
+            results, drained = asyncio.run(main())
+    report(
+        capsys,
+        f"drain: worker {drained} drained mid-stream: {ended.count(drained)} SSE streams ended"
+        f" and {codes.count(1012)} WebSockets closed with 1012 there; all {len(results)}"
+        f" clients got all {messages} messages in order, once",
+    )
+    assert all(got == list(range(messages)) for got in results)
+    assert ended and set(ended) == {drained}
+    assert codes and set(codes) == {1012}
+
+
 # -- failures: reader connections killed -------------------------------------------------------
 
 
