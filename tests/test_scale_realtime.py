@@ -129,12 +129,13 @@ async def spread(
 
 
 async def per_worker(
-    url: str, each: int, on_text: t.Callable[[str, float], None] | None = None
-) -> list[WSClient]:
-    """Exactly *each* clients of *url* on every worker (extra connections are closed)."""
+    url: str, each: int, on_text: t.Callable[[], t.Callable[[str, float], None] | None]
+) -> dict[str, list[WSClient]]:
+    """Exactly *each* clients of *url* on every worker (extra connections are closed), by
+    worker pid; ``on_text()`` makes each one's frame callback (its ``on_text``)."""
     kept: dict[str, list[WSClient]] = {}
     for _ in range(50 * each * WORKERS):
-        client = await WSClient.connect(url, on_text)
+        client = await WSClient.connect(url, on_text())
         pid = (await client.hello).split()[1]
         group = kept.setdefault(pid, [])
         if len(group) < each:
@@ -142,7 +143,7 @@ async def per_worker(
         else:
             client.close()
         if len(kept) == WORKERS and all(len(g) == each for g in kept.values()):
-            return [c for g in kept.values() for c in g]
+            return kept
     pytest.fail(f"could not place {each} clients on each worker: {kept}")
 
 
@@ -496,24 +497,42 @@ def test_idle_subscribers_survive_redis_idle_timeout(
 # -- a slow consumer ---------------------------------------------------------------------------
 
 
+class Latencies:
+    """A fast client's frame callback: keeps ``(phase, publish time, latency)`` of each
+    message ``<phase>|<n>:<publish time>:<filler>``."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, float, float]] = []
+
+    def __call__(self, text: str, now: float) -> None:
+        phase, _, rest = text.partition("|")
+        sent = float(rest.split(":", 2)[1])
+        self.samples.append((int(phase), sent, now - sent))
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile of *values* (seconds), in milliseconds."""
+    values = sorted(values)
+    return values[int(0.99 * (len(values) - 1))] * 1000
+
+
 def test_slow_consumer_is_bounded_and_does_not_slow_the_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Two clients stop reading (one per slow-consumer policy, on one worker) while 10,000
+    messages of 4 KB are published; two fast clients per worker read on.
+
+    The others' latency is compared at the same time, which the other jobs on this 2-core
+    machine load alike: the fast clients on the stalled clients' worker against those on the
+    other workers, while the stall lasts, and (the same comparison without a stall) before and
+    after it."""
     rate, pad, queue = 1000, 4000, 200
     with machine_prefix() as (client, prefix):
         pub = publisher(MACHINE_URL, prefix, BROADCAST_MAXLEN=3000)
         env = {"RT_MAXLEN": "3000"}
         with served(tmp_path / "uvicorn.log", MACHINE_URL, prefix, **env) as server:
-            # Per phase (before, during, after the stall): (publish time, latency) pairs.
-            lat: list[list[tuple[float, float]]] = [[], [], []]
-            counts: dict[int, int] = {}
-            others: list[int] = []
             stalled_records: list[dict[str, t.Any]] = []
-
-            def on_text(text: str, now: float) -> None:
-                n, _, rest = text.partition("|")
-                sent = float(rest.split(":", 2)[1])
-                lat[int(n)].append((sent, now - sent))
+            url = server.ws_url + "/ws/slow"
 
             async def run_phase(n: int, count: int) -> None:
                 loop = asyncio.get_running_loop()
@@ -522,30 +541,37 @@ def test_slow_consumer_is_bounded_and_does_not_slow_the_others(
                 )
                 await asyncio.sleep(0.5)
 
-            async def main() -> tuple[dict[str, int], dict[str, int], int | None]:
-                fast = await per_worker(server.ws_url + "/ws/slow", 2, on_text)
-                others[:] = [len(fast)]
-                workers = {int((await c.hello).split()[1]) for c in fast}
-                rss = {pid: psutil.Process(pid).memory_info().rss for pid in workers}
+            async def stalled_pair() -> tuple[str, WSClient, WSClient]:
+                """One client of each policy, on the same worker, with small buffers."""
+                for _ in range(100):
+                    pair = [
+                        await WSClient.connect(f"{url}?queue={queue}&policy={p}", rcvbuf=4096)
+                        for p in ("close", "drop_oldest")
+                    ]
+                    pids = {(await c.hello).split()[1] for c in pair}
+                    if len(pids) == 1:
+                        return pids.pop(), pair[0], pair[1]
+                    for c in pair:
+                        c.close()
+                pytest.fail("no two connections on one worker")
+
+            async def main() -> None:
+                fast = await per_worker(url, 2, Latencies)
+                seen["fast"] = fast
                 await run_phase(0, 3000)  # before: only fast clients
-                before = {pid: psutil.Process(pid).memory_info().rss for pid in workers}
-                # Two clients stop reading: one with the close policy, one dropping its oldest.
-                small = {"rcvbuf": 4096}
-                closing = await WSClient.connect(
-                    server.ws_url + f"/ws/slow?queue={queue}&policy=close", **small
-                )
-                dropping = await WSClient.connect(
-                    server.ws_url + f"/ws/slow?queue={queue}&policy=drop_oldest", **small
-                )
-                for stalled in (closing, dropping):
-                    await stalled.hello
-                    stalled.stall()
+                before = {pid: psutil.Process(int(pid)).memory_info().rss for pid in fast}
+                worker, closing, dropping = await stalled_pair()
+                seen["worker"] = worker
+                closing.stall()
+                dropping.stall()
                 await run_phase(1, 10_000)
-                after = {pid: psutil.Process(pid).memory_info().rss for pid in workers}
+                after = {pid: psutil.Process(int(pid)).memory_info().rss for pid in fast}
+                seen["rss"] = {pid: before[pid] // 2**20 for pid in fast}
+                seen["grown"] = {pid: (after[pid] - before[pid]) / 2**20 for pid in fast}
                 # The closing client was closed: reading again, it finds the close frame after
                 # what its buffers held.
                 closing.unstall()
-                code = await asyncio.wait_for(closing.closed, 30)
+                seen["code"] = await asyncio.wait_for(closing.closed, 30)
                 dropping.abort()
                 deadline = time.monotonic() + 30
                 while len(stalled_records) < 2:
@@ -554,49 +580,69 @@ def test_slow_consumer_is_bounded_and_does_not_slow_the_others(
                     found = records(client, prefix + "closed")
                     stalled_records[:] = [r for r in found if r["queue_size"] == queue]
                 await run_phase(2, 3000)  # after: only fast clients again
-                counts.update({i: len(v) for i, v in enumerate(lat)})
-                for conn in fast:
-                    conn.close()
-                grown = {str(pid): (after[pid] - before[pid]) // 2**20 for pid in workers}
-                start = {str(pid): rss[pid] // 2**20 for pid in workers}
-                return grown, start, code
+                for group in fast.values():
+                    for conn in group:
+                        conn.close()
 
-            grown, start, code = asyncio.run(main())
+            seen: dict[str, t.Any] = {}
+            asyncio.run(main())
 
-    def p99(values: list[float]) -> float:
-        values = sorted(values)
-        return values[int(0.99 * (len(values) - 1))] * 1000
+    fast: dict[str, list[WSClient]] = seen["fast"]
+    worker: str = seen["worker"]
 
-    def windows(pairs: list[tuple[float, float]]) -> list[float]:
-        """The p99 of each half second of publishing."""
+    def samples(phases: tuple[int, ...], there: bool) -> list[tuple[float, float]]:
+        """``(publish time, latency)`` of the fast clients in *phases*, on the stalled
+        clients' worker (*there*) or on the others."""
+        return [
+            (sent, latency)
+            for pid, group in fast.items()
+            if (pid == worker) == there
+            for conn in group
+            for phase, sent, latency in t.cast(Latencies, conn.on_text).samples
+            if phase in phases
+        ]
+
+    def windowed(pairs: list[tuple[float, float]]) -> float:
+        """The median of the p99s of each half second of publishing: a burst of another
+        job's load moves one window, not the median."""
         by_window: dict[int, list[float]] = {}
         for sent, latency in pairs:
             by_window.setdefault(int(sent * 2), []).append(latency)
-        return [p99(v) for v in by_window.values() if len(v) >= 100]
+        return statistics.median(p99(v) for v in by_window.values() if len(v) >= 100)
 
-    base, during, again = (p99([latency for _, latency in v]) for v in lat)
-    # The median of the half-second p99s: a burst of another job's load moves one window,
-    # not the median (the machine has 2 cores and other jobs run on it).
-    quiet = statistics.median(windows(lat[0]) + windows(lat[2]))
-    stalled = statistics.median(windows(lat[1]))
+    counts = [len(samples((n,), True)) + len(samples((n,), False)) for n in range(3)]
+    figures = {
+        (when, there): (
+            p99([latency for _, latency in samples(phases, there)]),
+            windowed(samples(phases, there)),
+        )
+        for when, phases in (("during", (1,)), ("quiet", (0, 2)))
+        for there in (True, False)
+    }
     by_reason = {r["reason"]: r for r in stalled_records}  # the two stalled clients
+    grown = {pid: f"{mb:+.1f}" for pid, mb in seen["grown"].items()}
     report(
         capsys,
-        f"slow consumer: 10,000 x {pad} B at {rate}/s; the stalled clients' queues peaked at"
-        f" {by_reason['slow']['peak']} (close: code {code}) and {by_reason['disconnected']['peak']}"
-        f" (drop_oldest: {by_reason['disconnected']['dropped']} dropped) of {queue};"
-        f" worker RSS {start} MB grew by {grown} MB; the {others[0]} other clients' p99:"
-        f" {base:.1f} ms before, {during:.1f} ms during, {again:.1f} ms after; median of"
-        f" half-second p99s {quiet:.1f} ms without the stalled clients, {stalled:.1f} ms with",
+        f"slow consumer: 10,000 x {pad} B at {rate}/s while 2 clients on worker {worker} stall:"
+        f" their queues peaked at {by_reason['slow']['peak']} (close: code {seen['code']}) and"
+        f" {by_reason['disconnected']['peak']} (drop_oldest: {by_reason['disconnected']['dropped']}"
+        f" dropped) of {queue}; worker RSS {seen['rss']} MB grew by {grown} MB; the fast"
+        " clients' p99 (and median of half-second p99s) on that worker / on the others:"
+        + "".join(
+            f" {when} {figures[when, True][0]:.1f} ({figures[when, True][1]:.1f}) /"
+            f" {figures[when, False][0]:.1f} ({figures[when, False][1]:.1f}) ms;"
+            for when in ("during", "quiet")
+        ),
     )
     assert set(by_reason) == {"slow", "disconnected"}
-    assert by_reason["slow"]["peak"] == queue and code == 1013
+    assert by_reason["slow"]["peak"] == queue and seen["code"] == 1013
     assert by_reason["disconnected"]["peak"] == queue
     assert by_reason["disconnected"]["dropped"] > 5000
-    assert all(mb < 20 for mb in grown.values()), grown
-    n = others[0]
-    assert counts == {0: n * 3000, 1: n * 10_000, 2: n * 3000}  # the others lost nothing
-    # The others' latency while two clients stall, against the same load without them
-    # (before and after, which bracket the drift of the other jobs on the machine): 10%,
-    # plus 5 ms for the noise that remains (the figures are printed above).
-    assert stalled <= 1.10 * quiet + 5, (quiet, stalled)
+    assert all(mb < 20 for mb in seen["grown"].values()), grown
+    assert counts == [6 * 3000, 6 * 10_000, 6 * 3000]  # the others lost nothing
+    # The stall does not slow the clients of its worker: against the other workers' clients
+    # at the same time (which the other jobs on the machine load alike), 10% plus 5 ms, beyond
+    # what the same comparison gives without a stall (the workers are not exactly alike).
+    there, elsewhere = figures["during", True][1], figures["during", False][1]
+    allowance = max(0.0, figures["quiet", True][1] - figures["quiet", False][1])
+    assert there <= 1.10 * elsewhere + allowance + 5, figures
