@@ -462,8 +462,8 @@ def test_idle_subscribers_survive_redis_idle_timeout(
                 )
 
             async def main() -> list[list[str]]:
-                ws = [await spread(s.ws_url + "/ws/idle", 9) for s in servers]
-                got: list[list[str]] = [[] for _ in range(len(ws[0]) + len(ws[1]))]
+                ws = [await per_worker(s.ws_url + "/ws/idle", 3, lambda: None) for s in servers]
+                got: list[list[str]] = []
                 async with httpx.AsyncClient(timeout=30) as http:
                     # Every worker's pools get connections: publish through each view.
                     for server in servers:
@@ -478,7 +478,7 @@ def test_idle_subscribers_survive_redis_idle_timeout(
                         for path in ("publish", "apublish"):
                             r = await http.post(f"{server.base_url}/{path}/idle", content=path)
                             assert r.status_code == 200, r.text
-                conns = [c for group in ws for c in group]
+                conns = [c for by_pid in ws for group in by_pid.values() for c in group]
                 deadline = time.monotonic() + 5
                 while time.monotonic() < deadline:
                     got = [c.frames for c in conns]
