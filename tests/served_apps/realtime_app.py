@@ -12,7 +12,7 @@ Environment: ``RT_REDIS_URL`` (the ``REDIS_URL``), ``RT_PREFIX`` (the key prefix
   returns, a JSON record of the connection (pid, why it ended, its counters) is pushed to the
   Redis list ``<prefix>closed``;
 * every gap a reader reports is pushed, with the time, to ``<prefix>gaps``;
-* ``POST /drain``: ``close_all(1012)`` in the worker that answers;
+* ``POST /drain?pid=<pid>``: ``close_all(1012)`` in that worker (409 from the others);
 * ``GET /pid``: the worker's pid.
 """
 
@@ -67,9 +67,12 @@ async def apublish(channel: str) -> str:
 
 
 @app.post("/drain")
-def drain() -> str:
+def drain() -> tuple[str, int]:
+    wanted = request.args.get("pid")
+    if wanted and wanted != str(os.getpid()):
+        return "another worker", 409  # the test asks again, on a new connection
     broadcast.close_all(1012)
-    return str(os.getpid())
+    return str(os.getpid()), 200
 
 
 @app.get("/sse/<channel>")
