@@ -36,11 +36,18 @@ class Backend:
     keeps_history = False
 
     def publish(self, channel: str, kind: str, data: bytes) -> str:
-        """Publish one message (from sync code); return its id."""
+        """Publish one message from sync code.
+
+        :param channel: the channel's name.
+        :param kind: ``"s"`` (*data* is UTF-8 text) or ``"b"`` (bytes).
+        :param data: the payload.
+        :returns: the message's id.
+        :raises Exception: the engine's error when it did not take the message.
+        """
         raise NotImplementedError
 
     async def apublish(self, channel: str, kind: str, data: bytes) -> str:
-        """Publish one message without blocking the event loop; return its id."""
+        """:meth:`publish` without blocking the event loop."""
         raise NotImplementedError
 
     async def run(self, channel: _Channel) -> None:
@@ -65,7 +72,13 @@ class Backend:
 
 
 def decode_payload(kind: bytes | str, data: bytes | str) -> str | bytes:
-    """The message data of a stored ``(kind, data)`` payload."""
+    """The message data of a stored ``(kind, data)`` payload: ``bytes`` for kind ``"b"``,
+    else ``str`` (decoded as UTF-8).
+
+    :raises UnicodeDecodeError: text that is not UTF-8.
+
+    .. versionadded:: 0.1
+    """
     if kind in (b"b", "b"):
         return data.encode("utf-8") if isinstance(data, str) else data
     return data if isinstance(data, str) else data.decode("utf-8")

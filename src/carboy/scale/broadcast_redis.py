@@ -95,7 +95,11 @@ def make_backend(name: str, app: Carboy) -> Backend:
 
 
 def backoff(failures: int, cap: float) -> float:
-    """Seconds to wait before reconnect attempt number *failures* (1: at once)."""
+    """Seconds to wait before reconnect attempt number *failures* (1: at once; then 0.05,
+    0.1, 0.2 ..., at most *cap* seconds).
+
+    .. versionadded:: 0.1
+    """
     if failures <= 1:
         return 0.0
     return min(cap, 0.05 * 2.0 ** (failures - 2))
