@@ -800,3 +800,26 @@ def test_streams_on_a_redis_cluster(cluster: str) -> None:  # noqa: F811 (the fi
     app.config.update(REDIS_URL=cluster, BROADCAST_BACKEND="pubsub")
     with pytest.raises(ValueError, match="one Redis server"):
         Broadcast(app)
+
+
+def test_publish_script_numbers_and_publishes_in_one_step() -> None:
+    """``lua/broadcast_publish.lua`` on its own: the next sequence number, the TTL, and the
+    ``<n>:<kind><data>`` payload on the channel."""
+    from importlib import resources
+
+    client = machine_redis_or_skip()
+    prefix = f"test-broadcast-script-{uuid.uuid4().hex[:8]}:"
+    source = resources.files("carboy.scale").joinpath("lua/broadcast_publish.lua").read_text()
+    script = client.register_script(source)
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(prefix + "c")
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+        assert script(keys=[prefix + "seq:c"], args=[prefix + "c", b"shello", 60000]) == 1
+        assert script(keys=[prefix + "seq:c"], args=[prefix + "c", b"b\x00\xff", 0]) == 2
+        got = [pubsub.get_message(timeout=2) for _ in range(2)]
+        assert [m["data"] for m in got] == [b"1:shello", b"2:b\x00\xff"]  # type: ignore[index]
+        assert 0 < client.pttl(prefix + "seq:c") <= 60000
+    finally:
+        pubsub.close()
+        client.delete(prefix + "seq:c")
