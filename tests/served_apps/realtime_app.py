@@ -1,0 +1,120 @@
+"""A broadcast served by several workers, for tests/test_scale_realtime.py.
+
+Environment: ``RT_REDIS_URL`` (the ``REDIS_URL``), ``RT_PREFIX`` (the key prefix of this run),
+``RT_BACKEND`` (``streams`` or ``pubsub``) and optionally ``RT_MAXLEN``, ``RT_BLOCK``.
+
+* ``POST /publish/<channel>`` (sync view) and ``POST /apublish/<channel>`` (``async def``)
+  publish the request body; they answer the message id;
+* ``GET /sse/<channel>``: the SSE helper (``Last-Event-ID`` honoured), with ``X-Worker: <pid>``;
+* ``WS /ws/<channel>``: the WebSocket helper; its first frame is ``hello <pid>`` (sent once
+  subscribed); ``?queue=N&policy=close|drop_oldest`` set the slow-consumer bound and policy,
+  ``?ids=1`` sends each message as ``<id> <data>``, ``?last_id=`` resumes. When the helper
+  returns, a JSON record of the connection (pid, why it ended, its counters) is pushed to the
+  Redis list ``<prefix>closed``;
+* every gap a reader reports is pushed, with the time, to ``<prefix>gaps``;
+* ``POST /drain?pid=<pid>``: ``close_all(1012)`` in that worker (409 from the others);
+* ``GET /pid``: the worker's pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import typing as t
+
+import carboy
+from carboy import request, websocket
+from carboy.scale.broadcast import Broadcast, Gap, Message, Subscription
+from carboy.scale.connection import get_redis
+
+PREFIX = os.environ["RT_PREFIX"]
+
+app = carboy.Carboy(__name__)
+app.config.update(
+    REDIS_URL=os.environ["RT_REDIS_URL"],
+    BROADCAST_BACKEND=os.environ.get("RT_BACKEND", "streams"),
+    BROADCAST_KEY_PREFIX=PREFIX,
+    BROADCAST_MAXLEN=int(os.environ.get("RT_MAXLEN", "10000")),
+    BROADCAST_BLOCK=float(os.environ.get("RT_BLOCK", "1.0")),
+    BROADCAST_KEY_TTL=600,
+    BROADCAST_SSE_HEARTBEAT=1.0,
+    BROADCAST_WS_CLOSE_TIMEOUT=30.0,
+)
+
+
+async def record_gap(gap: Gap) -> None:
+    entry = {"time": time.time(), "pid": os.getpid(), **gap.as_dict()}
+    await get_redis(app).aio.rpush(PREFIX + "gaps", json.dumps(entry))
+
+
+broadcast = Broadcast(app, on_gap=record_gap)
+
+
+@app.get("/pid")
+def pid() -> str:
+    return str(os.getpid())
+
+
+@app.post("/publish/<channel>")
+def publish(channel: str) -> str:
+    return broadcast.publish(channel, request.get_data(as_text=True))
+
+
+@app.post("/apublish/<channel>")
+async def apublish(channel: str) -> str:
+    return await broadcast.apublish(channel, request.get_data(as_text=True))
+
+
+@app.post("/drain")
+def drain() -> tuple[str, int]:
+    wanted = request.args.get("pid")
+    if wanted and wanted != str(os.getpid()):
+        return "another worker", 409  # the test asks again, on a new connection
+    broadcast.close_all(1012)
+    return str(os.getpid()), 200
+
+
+@app.get("/sse/<channel>")
+def sse(channel: str) -> t.Any:
+    response = broadcast.sse(channel)
+    response.headers["X-Worker"] = str(os.getpid())
+    return response
+
+
+def with_id(message: Message) -> str:
+    return f"{message.id} {message.data!s}"
+
+
+@app.websocket("/ws/<channel>")
+async def ws(channel: str) -> None:
+    args = request.args
+    opened: list[Subscription] = []
+
+    async def on_open(sub: Subscription) -> None:
+        opened.append(sub)
+        await websocket.send(f"hello {os.getpid()}")
+
+    async def on_gap(gap: Gap) -> None:
+        await websocket.send("gap " + json.dumps(gap.as_dict()))
+
+    reason = await broadcast.serve_websocket(
+        channel,
+        args.get("last_id"),
+        encode=with_id if args.get("ids") else None,
+        queue_size=args.get("queue", type=int),
+        overflow=args.get("policy"),
+        on_open=on_open,
+        on_gap=on_gap,
+    )
+    sub = opened[0] if opened else None
+    record = {
+        "pid": os.getpid(),
+        "channel": channel,
+        "reason": reason,
+        "delivered": sub.delivered if sub else 0,
+        "dropped": sub.dropped if sub else 0,
+        "peak": sub.peak if sub else 0,
+        "queue_size": sub.queue_size if sub else 0,
+    }
+    await get_redis(app).aio.rpush(PREFIX + "closed", json.dumps(record))
