@@ -392,7 +392,7 @@ class Subscription:
         position, so that every message published after this returns is delivered.
 
         :raises TimeoutError: the channel's reader could not reach Redis within
-            :data:`READY_TIMEOUT` seconds (it goes on trying).
+            ``READY_TIMEOUT`` seconds (it goes on trying).
         :raises redis.RedisError: the resume's history could not be read from Redis.
         """
         if self._started:
@@ -796,24 +796,22 @@ class Broadcast:
 
     Config keys (read at :meth:`init_app`):
 
-    ===============================  ==========  ==========================================
-    ``BROADCAST_BACKEND``            auto        see *backend*
-    ``BROADCAST_KEY_PREFIX``         ``"carboy:broadcast:"``  Redis keys and channels
-    ``BROADCAST_MAXLEN``             10000       messages kept per channel (streams, memory)
-    ``BROADCAST_MAXLEN_APPROXIMATE`` True        ``MAXLEN ~`` (cheaper trimming)
-    ``BROADCAST_KEY_TTL``            86400       seconds a channel's keys live after its last
-                                                 publish (0: forever)
-    ``BROADCAST_BLOCK``              1.0         seconds a reader waits on Redis before it
-                                                 checks its connection again
-    ``BROADCAST_RECONNECT_MAX``      0.5         the longest pause between reconnects (s)
-    ``BROADCAST_QUEUE_SIZE``         1000        each subscriber's queue bound (messages)
-    ``BROADCAST_SLOW_CONSUMER``      ``"close"`` or ``"drop_oldest"``
-    ``BROADCAST_LINGER``             2.0         seconds a reader outlives its last subscriber
-    ``BROADCAST_SSE_HEARTBEAT``      15.0        seconds between SSE heartbeat comments
-    ``BROADCAST_SSE_RETRY``          2000        the SSE ``retry:`` hint (milliseconds)
-    ``BROADCAST_WS_SLOW_CODE``       1013        close code for a slow WebSocket (or 1008)
-    ``BROADCAST_WS_CLOSE_TIMEOUT``   10.0        seconds to wait for a stalled socket's close
-    ===============================  ==========  ==========================================
+    ==================================  ===========  ===============================================
+    ``BROADCAST_BACKEND``               auto         see *backend*
+    ``BROADCAST_KEY_PREFIX``            see right    key prefix (``"carboy:broadcast:"``)
+    ``BROADCAST_MAXLEN``                10000        messages kept per channel (streams, memory)
+    ``BROADCAST_MAXLEN_APPROXIMATE``    True         ``MAXLEN ~`` (cheaper trimming)
+    ``BROADCAST_KEY_TTL``               86400        seconds keys outlive the last publish
+    ``BROADCAST_BLOCK``                 1.0          seconds a reader blocks on Redis per wait
+    ``BROADCAST_RECONNECT_MAX``         0.5          the longest pause between reconnects (s)
+    ``BROADCAST_QUEUE_SIZE``            1000         each subscriber's queue bound (messages)
+    ``BROADCAST_SLOW_CONSUMER``         ``close``    slow-consumer policy (or ``drop_oldest``)
+    ``BROADCAST_LINGER``                2.0          seconds a reader outlives its last subscriber
+    ``BROADCAST_SSE_HEARTBEAT``         15.0         seconds between SSE heartbeat comments
+    ``BROADCAST_SSE_RETRY``             2000         the SSE ``retry:`` hint (milliseconds)
+    ``BROADCAST_WS_SLOW_CODE``          1013         close code for a slow WebSocket (or 1008)
+    ``BROADCAST_WS_CLOSE_TIMEOUT``      10.0         seconds to wait for a stalled socket's close
+    ==================================  ===========  ===============================================
 
     :raises ValueError: (at :meth:`init_app`) an unknown backend or slow-consumer policy.
 
