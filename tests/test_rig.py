@@ -323,14 +323,16 @@ def test_two_hosts_behind_haproxy_share_sessions_limits_and_cache() -> None:
 # -- the rolling restart (issue 20: carboy.scale.health behind HAProxy) ----------------------
 
 
-# CI runs one server (about 15 s with three hosts); `python -m benchmarks.rig rolling --servers
-# gunicorn,uvicorn,granian` runs all three (docs/scale/deploying-rig.md, "Rolling restart").
+# CI runs granian (WSGI) and uvicorn (ASGI, with WebSockets), about 10 s each with three hosts;
+# `python -m benchmarks.rig rolling --servers gunicorn,uvicorn,granian` runs all three
+# (docs/scale/deploying-rig.md, "Rolling restart").
 @needs_rig
-@pytest.mark.parametrize("kind", ["granian"])
+@pytest.mark.parametrize("kind", ["granian", "uvicorn"])
 def test_rolling_restart_loses_nothing(kind: str) -> None:
     with Rig(rolling.config(kind, hosts=3)) as rig:
         run = rig.run
-        result = rolling.restart_one(rig)
+        asgi = rig.config.server.interface == "asgi"
+        result = rolling.restart_one(rig, websockets=rolling.WEBSOCKETS if asgi else 0)
         print("\n" + result.line())
         assert result.errors == []
         # wrk through HAProxy, across the SIGTERM: every answer 2xx, no socket error
@@ -343,6 +345,8 @@ def test_rolling_restart_loses_nothing(kind: str) -> None:
         # HAProxy took it out (/readyz 503) before it stopped; it stopped within drain + 2 s
         assert result.down_after is not None and result.exited_after is not None
         assert result.down_after < rolling.DRAIN_S < result.exited_after < rolling.EXIT_BOUND_S
+        # WebSockets open on the stopped host (ASGI) were closed with 1012, service restart
+        assert result.ws_closes == ([1012] * rolling.WEBSOCKETS if asgi else [])
         assert result.restarted
         stats = haproxy.stats(rig.stats_socket)
         assert all(stats[h].up for h in ("h1", "h2", "h3"))

@@ -70,7 +70,8 @@ def rolling_health(app: t.Any) -> None:
     """``RIG_HEALTH=benchmarks.rig.app:rolling_health``: carboy's ``Health`` with the drain and
     stop periods of ``RIG_DRAIN_SECONDS`` and ``RIG_STOP_SECONDS``, plus ``GET /rig/slow``,
     which answers ``slow`` after :data:`SLOW_SECONDS` (the rolling-restart proof's in-flight
-    requests)."""
+    requests), and the WebSocket ``/rig/ws`` (ASGI servers: says ``hello``, then echoes until
+    closed)."""
     import time
 
     from carboy.scale.health import Health
@@ -82,6 +83,17 @@ def rolling_health(app: t.Any) -> None:
     def rig_slow() -> str:
         time.sleep(SLOW_SECONDS)
         return "slow"
+
+    from carboy.websocket import WebSocketDisconnect, websocket
+
+    @app.websocket("/rig/ws")
+    async def rig_ws() -> None:
+        await websocket.send("hello")
+        try:
+            while True:
+                await websocket.send(await websocket.receive())
+        except WebSocketDisconnect:
+            pass
 
     Health(app)
 

@@ -16,6 +16,7 @@ turning 503; :data:`DRAIN_S` leaves a margin over that, as docs/scale/deploying.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import http.client
 import signal
@@ -29,13 +30,17 @@ from benchmarks.scenarios import Request
 from . import app as rig_app
 from . import haproxy
 from .rig import Measurement, Rig, RigConfig
-from .servers import ServerSpec
+from .servers import PORT, ServerSpec
 
 DRAIN_S = 2.5
 #: Longer than the bound the exit is held to (drain + 2 s), so a forced exit would miss it.
 STOP_S = 5.0
 EXIT_BOUND_S = DRAIN_S + 2.0
 SERVERS = ("gunicorn", "uvicorn", "granian")
+#: WebSocket clients held open on the stopped host (ASGI servers only) and the close code each
+#: must get (1012, service restart).
+WEBSOCKETS = 5
+WS_CLOSE = 1012
 STOPPED = "h2"
 
 
@@ -58,6 +63,9 @@ class RollingResult:
     #: HAProxy saw the host up again after the restart, and it answered there.
     restarted: bool
     errors: list[str] = field(default_factory=list)
+    #: Close codes the WebSocket clients on the stopped host got (ASGI servers; ``None``: the
+    #: connection ended without a close frame).
+    ws_closes: list[int | None] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +79,7 @@ class RollingResult:
             and self.exited_after is not None
             and self.down_after < self.exited_after < EXIT_BOUND_S
             and self.restarted
+            and all(code == WS_CLOSE for code in self.ws_closes)
         ) is True
 
     def line(self) -> str:
@@ -80,8 +89,9 @@ class RollingResult:
             f"{self.server:9} {self.hosts} hosts: {self.load.requests} requests "
             f"({self.load.rps:.0f}/s), non-2xx {self.load.non_2xx}, socket errors "
             f"{self.load.socket_errors}; 2 s requests {self.slow_statuses}; {STOPPED} DOWN at "
-            f"{down}, exited at {exited} (status {self.exit_status}); per host {self.served}; "
-            f"restarted {'up' if self.restarted else 'NOT up'} -> {'ok' if self.ok else 'FAIL'}"
+            f"{down}, exited at {exited} (status {self.exit_status}); per host {self.served}"
+            + (f"; WebSocket closes {self.ws_closes}" if self.ws_closes else "")
+            + f"; restarted {'up' if self.restarted else 'NOT up'} -> {'ok' if self.ok else 'FAIL'}"
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -96,7 +106,15 @@ def config(kind: str, hosts: int = 3, cpus: float | None = 0.4) -> RigConfig:
     return RigConfig(
         hosts=hosts,
         app="carboy_hello",
-        server=ServerSpec(kind, workers=1, threads=4, graceful_s=int(DRAIN_S + STOP_S) + 3),
+        server=ServerSpec(
+            kind,
+            workers=1,
+            # granian ASGI allows one blocking thread; carboy runs sync views on its own pool
+            threads=1 if kind == "granian-asgi" else 4,
+            graceful_s=int(DRAIN_S + STOP_S) + 3,
+            # the rig's granian runs --no-ws; the last of the two flags wins
+            extra=("--ws",) if kind == "granian-asgi" else (),
+        ),
         cpus=cpus,
         redis=False,
         health="benchmarks.rig.app:rolling_health",
@@ -112,8 +130,49 @@ def _slow(rig: Rig) -> int:
     return answer.status if answer.body == b"slow" else -2
 
 
+class _Sockets:
+    """*count* WebSocket clients on their own thread and loop, each waiting for its close."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url, self.count = url, count
+        self.ready = threading.Event()
+        self.closes: list[int | None] = []
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self.thread.start()
+
+    async def _main(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        opened = 0
+
+        async def client() -> None:
+            nonlocal opened
+            try:
+                async with connect(self.url, open_timeout=10, close_timeout=5) as ws:
+                    await asyncio.wait_for(ws.recv(), 10)
+                    opened += 1
+                    if opened == self.count:
+                        self.ready.set()
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as exc:
+                self.closes.append(exc.rcvd.code if exc.rcvd else None)
+            except BaseException as exc:  # reported by the result
+                self.errors.append(f"WebSocket: {exc!r}")
+                self.ready.set()
+
+        await asyncio.gather(*(client() for _ in range(self.count)))
+
+
 def restart_one(
-    rig: Rig, load_seconds: float = 7.0, lead_s: float = 1.5, connections: int = 4, slow: int = 3
+    rig: Rig,
+    load_seconds: float = 7.0,
+    lead_s: float = 1.5,
+    connections: int = 4,
+    slow: int = 3,
+    websockets: int = 0,
 ) -> RollingResult:
     """Load *rig*, stop :data:`STOPPED` with SIGTERM *lead_s* into the load, start it again."""
     host = rig.host(STOPPED)
@@ -128,6 +187,9 @@ def restart_one(
         except BaseException as exc:  # reported below, after the restart
             failed.append(exc)
 
+    sockets = _Sockets(f"ws://{host.address}:{PORT}/rig/ws", websockets) if websockets else None
+    if sockets is not None and not sockets.ready.wait(20):
+        raise RuntimeError(f"the WebSocket clients did not connect: {sockets.errors}")
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
     with concurrent.futures.ThreadPoolExecutor(slow) as pool:
@@ -150,6 +212,9 @@ def restart_one(
         slow_statuses = [f.result() for f in slow_futures]
     loader.join(load_seconds + 40)
     errors = [repr(e) for e in failed]
+    if sockets is not None:
+        sockets.thread.join(10)
+        errors += sockets.errors
     restarted = False
     if proc.poll() is None:
         errors.append(f"{STOPPED} still running; killed")
@@ -175,10 +240,13 @@ def restart_one(
         exit_status=proc.returncode,
         restarted=restarted,
         errors=errors,
+        ws_closes=list(sockets.closes) if sockets is not None else [],
     )
 
 
 def run(kind: str, hosts: int = 3, cpus: float | None = 0.4) -> RollingResult:
-    """One rig of *hosts* on *kind*, one rolling restart of its second host; torn down after."""
+    """One rig of *hosts* on *kind*, one rolling restart of its second host (with
+    :data:`WEBSOCKETS` clients on it when *kind* is an ASGI server); torn down after."""
     with Rig(config(kind, hosts, cpus)) as rig:
-        return restart_one(rig)
+        asgi = rig.config.server.interface == "asgi"
+        return restart_one(rig, websockets=WEBSOCKETS if asgi else 0)
