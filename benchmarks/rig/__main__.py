@@ -5,7 +5,7 @@ clean up after crashed runs. Needs root, iproute2, haproxy, wrk and redis-server
     python -m benchmarks.rig load --hosts 4 --app flask_hello --duration 5
     python -m benchmarks.rig scaling                              # the full matrix (~3 min)
     python -m benchmarks.rig balance                              # 4 workers (~4 min)
-    python -m benchmarks.rig rolling --servers gunicorn,uvicorn,granian   # ~15 s a server
+    python -m benchmarks.rig rolling --servers gunicorn,uvicorn,granian   # ~12 s a server
     python -m benchmarks.rig cleanup                              # leftovers of killed runs
 
 Every command tears down what it made (processes, namespaces, veths, bridge, cgroups, its
