@@ -3,9 +3,10 @@
 Every host serves ``carboy_hello`` with carboy's ``Health`` (``RIG_HEALTH`` =
 :func:`benchmarks.rig.app.rolling_health`): drain period :data:`DRAIN_S`, stop period
 :data:`STOP_S`. wrk loads HAProxy from the client namespace with a few connections; a few
-2-second requests (``/rig/slow``) go straight to the stopped host; then that host's server
-gets SIGTERM. What a restart must show: wrk saw no non-2xx answer and no socket error, every
-2-second request answered 200, HAProxy took the host out (``DOWN``) before it stopped, and the
+2-second requests (``/rig/slow``) and, on ASGI servers, :data:`WEBSOCKETS` WebSocket clients go
+straight to the stopped host; then that host's server gets SIGTERM. What a restart must show:
+wrk saw no non-2xx answer and no socket error, every 2-second request answered 200, every
+WebSocket was closed with 1012, HAProxy took the host out (``DOWN``) before it stopped, and the
 server exited within the drain period + 2 s. The host is then started again and HAProxy sees
 it up.
 
