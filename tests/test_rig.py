@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.rig import balance, haproxy, netns, scaling  # noqa: E402
+from benchmarks.rig import balance, haproxy, netns, rolling, scaling  # noqa: E402
 from benchmarks.rig.cgroups import CpuGroup, Hierarchy, Throttling  # noqa: E402
 from benchmarks.rig.rig import (  # noqa: E402
     Measurement,
@@ -228,6 +228,18 @@ def test_scaling_ratios_per_repetition_and_of_medians() -> None:
     assert "3.80 ✓" in text
 
 
+def test_rolling_drain_outlasts_haproxy_taking_a_host_out() -> None:
+    checks = haproxy.Checks()
+    # /readyz turns 503 at the SIGTERM: HAProxy needs up to one inter, then fall - 1 fastinters,
+    # each check waiting at most its timeout (1 s), to mark the host DOWN
+    window = (checks.inter_ms + (checks.fall - 1) * checks.fastinter_ms) / 1000 + 1.0
+    assert window < rolling.DRAIN_S
+    config = rolling.config("gunicorn")
+    assert config.server.graceful_s > rolling.DRAIN_S + rolling.STOP_S
+    assert rolling.STOP_S > rolling.EXIT_BOUND_S - rolling.DRAIN_S  # a forced exit misses the bound
+    assert dict(config.env) == {"RIG_DRAIN_SECONDS": "2.5", "RIG_STOP_SECONDS": "5.0"}
+
+
 # -- the CI subset: real namespaces, HAProxy, Redis and wrk -------------------------------------
 
 MISSING = missing_prerequisites()
@@ -308,26 +320,37 @@ def test_two_hosts_behind_haproxy_share_sessions_limits_and_cache() -> None:
     assert _run_traces(run) == []
 
 
-# -- PLACE FOR THE ROLLING-RESTART / DRAIN TEST (issue 20, part 1: carboy.scale.health) ------
-#
-# Once the Health extension lands, add here (names are suggestions):
-#
-#   test_rolling_restart_loses_nothing[gunicorn|uvicorn|granian]
-#     RigConfig(hosts=3, app=<an app with a 2 s route>, health="carboy.scale.health:Health",
-#               server=ServerSpec(<kind>, graceful_s=<drain + 2>))
-#     - start a bounded wrk load through HAProxy (rig.load in a thread);
-#     - rig.signal_host("h2", signal.SIGTERM) mid-run;
-#     - poll haproxy.stats(rig.stats_socket)["h2"]: DOWN within fall * inter after /readyz
-#       turns 503;
-#     - assert the load's non_2xx == 0 and socket_errors == 0, the 2 s requests completed,
-#       and rig.host("h2").process exited within the drain period + 2 s;
-#     - rig.restart_host("h2") and rig.wait_servers_up(["h2"]).
-#
-# The rig already provides what it needs: RigConfig.health (RIG_HEALTH: the app module calls
-# that callable with the app instead of adding its own /readyz), Rig.signal_host,
-# Rig.restart_host, Rig.wait_servers_up and HAProxy's per-server stats. CI runs it with the
-# drain test on one server, as issue 20 asks.
-# ------------------------------------------------------------------------------------------------
+# -- the rolling restart (issue 20: carboy.scale.health behind HAProxy) ----------------------
+
+
+# CI runs granian (WSGI) and uvicorn (ASGI, with WebSockets), about 10 s each with three hosts;
+# `python -m benchmarks.rig rolling --servers gunicorn,uvicorn,granian` runs all three
+# (docs/scale/deploying-rig.md, "Rolling restart").
+@needs_rig
+@pytest.mark.parametrize("kind", ["granian", "uvicorn"])
+def test_rolling_restart_loses_nothing(kind: str) -> None:
+    with Rig(rolling.config(kind, hosts=3)) as rig:
+        run = rig.run
+        asgi = rig.config.server.interface == "asgi"
+        result = rolling.restart_one(rig, websockets=rolling.WEBSOCKETS if asgi else 0)
+        print("\n" + result.line())
+        assert result.errors == []
+        # wrk through HAProxy, across the SIGTERM: every answer 2xx, no socket error
+        assert result.load.requests > 0
+        assert (result.load.non_2xx, result.load.socket_errors) == (0, 0), result.line()
+        # the stopped host served before the SIGTERM, the others throughout
+        assert all(result.served[h] > 0 for h in ("h1", "h2", "h3")), result.served
+        # the 2-second requests in flight on the stopped host completed
+        assert result.slow_statuses == [200, 200, 200]
+        # HAProxy took it out (/readyz 503) before it stopped; it stopped within drain + 2 s
+        assert result.down_after is not None and result.exited_after is not None
+        assert result.down_after < rolling.DRAIN_S < result.exited_after < rolling.EXIT_BOUND_S
+        # WebSockets open on the stopped host (ASGI) were closed with 1012, service restart
+        assert result.ws_closes == ([1012] * rolling.WEBSOCKETS if asgi else [])
+        assert result.restarted
+        stats = haproxy.stats(rig.stats_socket)
+        assert all(stats[h].up for h in ("h1", "h2", "h3"))
+    assert _run_traces(run) == []
 
 
 def _start_up(tmp_path: Path, name: str) -> tuple[subprocess.Popen[str], str]:

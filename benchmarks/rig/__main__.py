@@ -5,6 +5,7 @@ clean up after crashed runs. Needs root, iproute2, haproxy, wrk and redis-server
     python -m benchmarks.rig load --hosts 4 --app flask_hello --duration 5
     python -m benchmarks.rig scaling                              # the full matrix (~3 min)
     python -m benchmarks.rig balance                              # 4 workers (~4 min)
+    python -m benchmarks.rig rolling --servers gunicorn,uvicorn,granian   # ~12 s a server
     python -m benchmarks.rig cleanup                              # leftovers of killed runs
 
 Every command tears down what it made (processes, namespaces, veths, bridge, cgroups, its
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.scenarios import Request
 
-from . import balance, scaling
+from . import balance, rolling, scaling
 from .app import APPS
 from .rig import Rig, RigConfig, cleanup, missing_prerequisites
 from .servers import KINDS, ServerSpec
@@ -161,6 +162,23 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rolling(args: argparse.Namespace) -> int:
+    kinds = [k for k in args.servers.split(",") if k]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SystemExit(f"unknown: {unknown} (known: {', '.join(KINDS)})")
+    results = []
+    for _ in range(args.repeats):
+        for kind in kinds:
+            result = rolling.run(kind, args.hosts, args.cpus or None)
+            print(result.line(), *result.errors, sep="\n  ", flush=True)
+            results.append(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=1))
+    return 0 if all(r.ok for r in results) else 1
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     report = cleanup(force=args.force)
     for run, what in report.items():
@@ -236,13 +254,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.set_defaults(func=cmd_balance)
 
+    p = sub.add_parser("rolling", help="SIGTERM one host under load: nothing may be lost")
+    p.add_argument("--servers", default=",".join(rolling.SERVERS))
+    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--cpus", type=float, default=0.4, help="CPU budget per host (0: none)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    p.set_defaults(func=cmd_rolling)
+
     p = sub.add_parser("cleanup", help="remove what killed runs left behind")
     p.add_argument("--force", action="store_true", help="also runs whose owner still runs")
     p.set_defaults(func=cmd_cleanup)
 
     args = parser.parse_args(argv)
     if args.func is not cmd_cleanup:
-        missing = missing_prerequisites()
+        missing = missing_prerequisites(redis=args.func is not cmd_rolling)
         if missing:
             print("the rig needs: " + "; ".join(missing), file=sys.stderr)
             return 2

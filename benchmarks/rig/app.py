@@ -61,6 +61,43 @@ def _health(app: t.Any) -> None:
         return "ok"
 
 
+ENV_DRAIN = "RIG_DRAIN_SECONDS"
+ENV_STOP = "RIG_STOP_SECONDS"
+SLOW_SECONDS = 2.0
+
+
+def rolling_health(app: t.Any) -> None:
+    """``RIG_HEALTH=benchmarks.rig.app:rolling_health``: carboy's ``Health`` with the drain and
+    stop periods of ``RIG_DRAIN_SECONDS`` and ``RIG_STOP_SECONDS``, plus ``GET /rig/slow``,
+    which answers ``slow`` after :data:`SLOW_SECONDS` (the rolling-restart proof's in-flight
+    requests), and the WebSocket ``/rig/ws`` (ASGI servers: says ``hello``, then echoes until
+    closed)."""
+    import time
+
+    from carboy.scale.health import Health
+
+    app.config["HEALTH_DRAIN_SECONDS"] = float(os.environ.get(ENV_DRAIN, "5"))
+    app.config["HEALTH_STOP_SECONDS"] = float(os.environ.get(ENV_STOP, "10"))
+
+    @app.get("/rig/slow")
+    def rig_slow() -> str:
+        time.sleep(SLOW_SECONDS)
+        return "slow"
+
+    from carboy.websocket import WebSocketDisconnect, websocket
+
+    @app.websocket("/rig/ws")
+    async def rig_ws() -> None:
+        await websocket.send("hello")
+        try:
+            while True:
+                await websocket.send(await websocket.receive())
+        except WebSocketDisconnect:
+            pass
+
+    Health(app)
+
+
 def _hello(app: t.Any) -> t.Any:
     @app.get("/")
     def hello() -> str:
