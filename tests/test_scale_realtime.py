@@ -124,7 +124,10 @@ async def spread(
         if len(pids) == WORKERS:
             return clients
         await asyncio.sleep(0.2)
-        clients.append(await WSClient.connect(url, on_text()))
+        # Several at once: one at a time, the kernel often hands every connection to the
+        # same two workers (seen in CI with 24 clients at once and 50 single retries).
+        batch = (WSClient.connect(url, on_text()) for _ in range(6))
+        clients.extend(await asyncio.gather(*batch))
     pytest.fail(f"connections reached only the workers {pids}")
 
 
