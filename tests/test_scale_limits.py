@@ -713,3 +713,26 @@ def test_async_view_under_uvicorn_exact(tmp_path: Path, machine: tuple[redis.Red
         server.wait_until_up("/sync")
         answers = blast(server.base_url + "/async", 130)
     assert Counter(r.status_code for r in answers) == {200: 100, 429: 30}, server.output()
+
+
+def test_storage_options_from_the_argument_and_the_config() -> None:
+    """``RATELIMIT_STORAGE_OPTIONS`` updates ``storage_options`` (Flask-Limiter's order) and
+    reaches limits' storage, or the redis-py client of the limiter's own Redis URL."""
+    app = carboy.Carboy(__name__)
+    app.config["RATELIMIT_STORAGE_URI"] = "memory://"
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"wrap_exceptions": True}
+    limiter = Limiter(get_remote_address, app=app, storage_options={"wrap_exceptions": False})
+    assert limiter._storage.wrap_exceptions is True  # type: ignore[attr-defined]
+
+    app = carboy.Carboy(__name__)
+    app.config["RATELIMIT_STORAGE_URI"] = "redis://127.0.0.1:6379/15"
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 2.5}
+    limiter = Limiter(get_remote_address, app=app)
+    client = limiter._script.connection.sync  # type: ignore[union-attr]
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 2.5
+
+    app = carboy.Carboy(__name__)
+    app.config["RATELIMIT_STORAGE_URI"] = "redis://127.0.0.1:6379/15"
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeuot": 2.5}  # misspelt
+    with pytest.raises(TypeError, match="socket_timeuot"):
+        Limiter(get_remote_address, app=app)

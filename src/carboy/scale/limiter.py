@@ -15,6 +15,10 @@ Storage, first match wins: the ``storage_uri`` argument, ``RATELIMIT_STORAGE_URI
 none yet), else ``memory://`` (one process). Redis URLs (``redis://``, ``rediss://``,
 ``redis+unix://``, ``redis+sentinel://``, ``redis+cluster://``) use carboy's Redis layer and
 its timeouts; other limits URLs (``memcached://``, ``mongodb://``) use limits' storages.
+``RATELIMIT_STORAGE_OPTIONS`` (updating the ``storage_options`` argument, as Flask-Limiter's
+does) go to limits' storage, or, for a Redis URL of the limiter's own, to its redis-py client
+(keyword arguments such as ``socket_timeout`` or ``ssl_cert_reqs``); on the app's shared
+``REDIS_URL`` the ``REDIS_*`` keys apply instead.
 
 On Redis, all the limits of one request are checked in one script call (one round trip), on
 the Redis server's clock, and the ``X-RateLimit-*`` headers come from its answer. The
@@ -550,6 +554,8 @@ class Limiter:
     def _open_storage(self, app: Carboy) -> None:
         config = app.config
         uri = self._storage_uri or config.get("RATELIMIT_STORAGE_URI")
+        # Flask-Limiter's order: the constructor's storage_options, updated by the config's.
+        options = {**self._storage_options, **(config.get("RATELIMIT_STORAGE_OPTIONS") or {})}
         connection: RedisConnection | None = None
         # The Redis layer (and so redis-py) is imported only for a Redis storage: memory://,
         # the embedded default, works with redis-py not installed.
@@ -570,7 +576,14 @@ class Limiter:
                 "socket_timeout": float(config.get("REDIS_SOCKET_TIMEOUT", 1.0)),
                 "health_check_interval": config.get("REDIS_HEALTH_CHECK_INTERVAL", 15),
                 "max_connections": config.get("REDIS_MAX_CONNECTIONS"),
+                **options,  # redis-py client keyword arguments
             }
+            if options and not connection.is_cluster:
+                # A misspelt option raises TypeError here, at start, not in a request: redis-py
+                # takes any keyword until it makes a connection (making one does no I/O; a
+                # cluster client would connect, so it is not checked).
+                pool = connection.sync.connection_pool
+                pool.connection_class(**pool.connection_kwargs)
         strategy = t.cast(str, self._strategy_name)
         if connection is not None:
             from .limit_storage import LimitScript, ServerClockRedisStorage
@@ -580,9 +593,7 @@ class Limiter:
             self._script = LimitScript(connection, strategy, storage.key_prefix)
             self._engine = _MemoryEngine(storage, strategy)  # limits' API on the same keys
         else:
-            generic = t.cast(
-                Storage, storage_from_string(uri or "memory://", **self._storage_options)
-            )
+            generic = t.cast(Storage, storage_from_string(uri or "memory://", **options))
             self._storage = generic
             self._engine = _MemoryEngine(generic, strategy)
 
