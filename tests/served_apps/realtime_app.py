@@ -13,7 +13,10 @@ Environment: ``RT_REDIS_URL`` (the ``REDIS_URL``), ``RT_PREFIX`` (the key prefix
   Redis list ``<prefix>closed``;
 * every gap a reader reports is pushed, with the time, to ``<prefix>gaps``;
 * ``POST /drain?pid=<pid>``: ``close_all(1012)`` in that worker (409 from the others);
-* ``GET /pid``: the worker's pid.
+* ``GET /pid``: the worker's pid;
+* ``GET /page/<channel>``: an HTML page for a browser (tests/test_example_browser.py): it opens
+  ``/ws/<channel>``, shows the pid of the ``hello`` frame in ``#worker``, appends every later
+  frame to ``#messages`` (as text), and its form posts a message to ``/publish/<channel>``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import time
 import typing as t
+from html import escape
 
 import carboy
 from carboy import request, websocket
@@ -118,3 +122,41 @@ async def ws(channel: str) -> None:
         "queue_size": sub.queue_size if sub else 0,
     }
     await get_redis(app).aio.rpush(PREFIX + "closed", json.dumps(record))
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Channel {channel}</title></head>
+<body>
+  <p>Worker: <span id="worker">connecting</span></p>
+  <form id="send"><input id="text" name="text" required> <button type="submit">Send</button></form>
+  <ul id="messages"></ul>
+  <script>
+    const channel = {channel_js};
+    const worker = document.getElementById("worker");
+    const list = document.getElementById("messages");
+    const input = document.getElementById("text");
+    const socket = new WebSocket(`ws://${{location.host}}/ws/${{channel}}`);
+    socket.onmessage = (event) => {{
+      if (event.data.startsWith("hello ")) {{ worker.textContent = event.data.slice(6); return; }}
+      const item = document.createElement("li");
+      item.textContent = event.data;
+      list.append(item);
+    }};
+    socket.onclose = () => {{ worker.textContent = "closed"; }};
+    document.getElementById("send").addEventListener("submit", async (event) => {{
+      event.preventDefault();
+      await fetch(`/publish/${{channel}}`, {{method: "POST", body: input.value}});
+      input.value = "";
+    }});
+  </script>
+</body>
+</html>
+"""
+
+
+@app.get("/page/<channel>")
+def page(channel: str) -> str:
+    """The browser page of *channel*; the channel is HTML-escaped and quoted as JSON for JS."""
+    channel_js = json.dumps(channel).replace("<", "\\u003c")
+    return PAGE.format(channel=escape(channel), channel_js=channel_js)
