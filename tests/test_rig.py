@@ -5,8 +5,9 @@ The first tests check the rig's parts without privileges (HAProxy's configuratio
 the cgroup files on a fake tree, the worker counts). The CI subset after them needs root,
 ``ip``, ``haproxy``, ``wrk`` and ``redis-server`` (``.ci/run`` installs the Debian packages) and
 is skipped, saying which is missing, elsewhere: two hosts behind HAProxy under a short load,
-then shared state across the hosts (a session, a limit, a cached value), then teardown and the
-cleanup of a killed run. No timing is asserted; counts are.
+then shared state across the hosts (a session, a limit, a cached value), a rolling restart
+(one host stopped with SIGTERM under load, 100 WebSockets on it), a WebSocket fan-out across
+two hosts, then teardown and the cleanup of a killed run. No timing is asserted; counts are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.rig import balance, haproxy, netns, rolling, scaling  # noqa: E402
+from benchmarks.rig import balance, fanout, haproxy, netns, rolling, scaling  # noqa: E402
 from benchmarks.rig.cgroups import CpuGroup, Hierarchy, Throttling  # noqa: E402
 from benchmarks.rig.rig import (  # noqa: E402
     Measurement,
@@ -56,6 +57,7 @@ def test_haproxy_config_balances_round_robin_and_checks_readyz(tmp_path: Path) -
     assert "    server h2 10.213.9.12:8000 check\n" in text
     assert f"stats socket {tmp_path / 's'} " in text
     assert "inter 250ms" in text
+    assert "    timeout tunnel 3600s\n" in text  # WebSockets through it are not cut at 30 s
 
 
 def test_haproxy_stats_are_read_per_server() -> None:
@@ -350,6 +352,46 @@ def test_rolling_restart_loses_nothing(kind: str) -> None:
         assert result.restarted
         stats = haproxy.stats(rig.stats_socket)
         assert all(stats[h].up for h in ("h1", "h2", "h3"))
+    assert _run_traces(run) == []
+
+
+# -- WebSocket fan-out across hosts (issue 20's scenario, issue 21's "across hosts") -----------
+
+
+def test_fanout_settings_need_an_asgi_server_and_bound_the_run() -> None:
+    with pytest.raises(ValueError, match="ASGI"):
+        fanout.FanoutSettings(server="gunicorn")
+    settings = fanout.FanoutSettings(hosts=(1, 2, 4), messages=1000, rate=100, settle_s=30)
+    assert settings.config().hosts == 4
+    assert settings.config().app == "carboy_realtime"
+    assert settings.bound_s == fanout.CONNECT_TIMEOUT_S + 10 + 30 + 30
+    assert fanout.FanoutSettings(server="granian-asgi").config().server.extra == ("--ws",)
+
+
+# 2 hosts, 40 clients through HAProxy, 200 messages at 100/s through h1 (about 10 s in all);
+# `python -m benchmarks.rig fanout` runs 1, 2 and 4 hosts with 300 clients and 1,000 messages
+# (docs/scale/deploying-rig.md, "WebSocket fan-out"). Correctness only: no timing is asserted.
+@needs_rig
+def test_fanout_across_two_hosts_delivers_every_message_in_order() -> None:
+    settings = fanout.FanoutSettings(hosts=(2,), clients=40, messages=200, rate=100, settle_s=15)
+    with Rig(settings.config()) as rig:
+        run = rig.run
+        result = fanout.measure(rig, settings, 2, "ci")
+        print("\n" + result.line())
+        assert result.errors == []
+        # every client connected, through HAProxy, and the clients are on both hosts
+        assert result.connected == 40
+        assert set(result.per_host) == {"h1", "h2"}, result.per_host
+        assert sum(result.per_host.values()) == 40
+        # each got all 200, in order, once
+        assert (result.lost, result.out_of_order, result.duplicates) == (0, 0, 0)
+        assert result.complete == 40
+        assert result.deliveries == 40 * 200
+        assert result.ok
+        # the clients ran in the client namespace, and in its cgroup (its CPU is counted there)
+        assert rig.network is not None
+        assert result.sources == [rig.network.address("client")]
+        assert result.cpu_s["clients"] > 0
     assert _run_traces(run) == []
 
 

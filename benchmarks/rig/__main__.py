@@ -6,6 +6,7 @@ clean up after crashed runs. Needs root, iproute2, haproxy, wrk and redis-server
     python -m benchmarks.rig scaling                              # the full matrix (~3 min)
     python -m benchmarks.rig balance                              # 4 workers (~4 min)
     python -m benchmarks.rig rolling --servers gunicorn,uvicorn,granian   # ~12 s a server
+    python -m benchmarks.rig fanout --hosts 1,2,4 --clients 300 --messages 1000 --rate 100
     python -m benchmarks.rig cleanup                              # leftovers of killed runs
 
 Every command tears down what it made (processes, namespaces, veths, bridge, cgroups, its
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.scenarios import Request
 
-from . import balance, rolling, scaling
+from . import balance, fanout, rolling, scaling
 from .app import APPS
 from .rig import Rig, RigConfig, cleanup, missing_prerequisites
 from .servers import KINDS, ServerSpec
@@ -179,6 +180,29 @@ def cmd_rolling(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_fanout(args: argparse.Namespace) -> int:
+    settings = fanout.FanoutSettings(
+        hosts=tuple(int(n) for n in args.hosts.split(",")), clients=args.clients,
+        messages=args.messages, rate=args.rate, pad=args.pad, server=args.server,
+        workers=args.workers, cpus=args.cpus or None, direct=args.direct,
+        shares=args.shares or None,
+    )  # fmt: skip
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results = []
+    for _ in range(args.repeats):
+        results += fanout.run(settings)
+    print()
+    print(fanout.table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "command": "python -m benchmarks.rig " + " ".join(sys.argv[1:]),
+            "started": started,
+            "results": [r.as_dict() for r in results],
+        }, indent=1))  # fmt: skip
+    return 0 if all(r.ok for r in results) else 1
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     report = cleanup(force=args.force)
     for run, what in report.items():
@@ -261,6 +285,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", type=Path)
     p.set_defaults(func=cmd_rolling)
+
+    p = sub.add_parser("fanout", help="WebSocket fan-out across 1, 2 and 4 hosts")
+    p.add_argument("--hosts", default="1,2,4", help="hosts counts, in turn on one rig")
+    p.add_argument("--clients", type=int, default=300)
+    p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=100.0, help="messages a second")
+    p.add_argument("--pad", type=int, default=40, help="filler bytes per message")
+    p.add_argument("--server", choices=fanout.SERVERS, default="uvicorn")
+    p.add_argument("--workers", type=int, default=1, help="workers per host")
+    p.add_argument("--cpus", type=float, default=fanout.FanoutSettings.cpus,
+                   help="CPU budget per host (default: %(default)s; 0: none)")  # fmt: skip
+    p.add_argument("--direct", action="store_true",
+                   help="clients straight to the hosts (default: through HAProxy)")  # fmt: skip
+    p.add_argument("--shares", type=int, default=fanout.FanoutSettings.shares,
+                   help="cpu.shares per part of the run (default: %(default)s; 0: the "
+                   "kernel's 1024 per run)")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    p.set_defaults(func=cmd_fanout)
 
     p = sub.add_parser("cleanup", help="remove what killed runs left behind")
     p.add_argument("--force", action="store_true", help="also runs whose owner still runs")

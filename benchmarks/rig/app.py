@@ -18,6 +18,16 @@ Targets, ``benchmarks.rig.app:<name>`` (each built on first access, in each work
   ``GET /rig/computed``      that counter: how many times, on all hosts, the value was computed
   =========================  ====================================================================
 
+* ``carboy_realtime`` (ASGI servers only): issue 21's broadcast (:mod:`carboy.scale.broadcast`,
+  Redis Streams on ``SHARED_STATE_REDIS``, keys under ``SHARED_STATE_PREFIX``), for the fan-out
+  scenario (:mod:`benchmarks.rig.fanout`):
+
+  ===============================  ==============================================================
+  ``POST /rig/publish/<channel>``  publishes the body (an ``async def`` view); answers its id
+  ``WS /rig/fanout/<channel>``     the WebSocket helper; its first frame, sent once subscribed,
+                                   is ``hello <RIG_HOST>/<pid>``; then every message's data
+  ===============================  ==============================================================
+
 Every app answers ``GET /livez`` and ``GET /readyz`` (200, ``ok``): HAProxy checks ``/readyz``.
 With ``RIG_HEALTH=module:callable`` (for instance the Health extension of issue 20, once it
 lands) that callable is called with the carboy app instead, and provides those routes itself.
@@ -184,6 +194,37 @@ def build_shared(framework: str) -> t.Any:
     return shared_state.build_flask(_rig_routes("flask"))
 
 
+def build_realtime() -> t.Any:
+    import carboy
+    from benchmarks.shared_state import _env
+    from carboy import request, websocket
+    from carboy.scale.broadcast import Broadcast, Subscription
+
+    redis_url, prefix = _env()
+    app = carboy.Carboy("rig_realtime_carboy")
+    app.config.update(
+        REDIS_URL=redis_url,
+        BROADCAST_BACKEND="streams",
+        BROADCAST_KEY_PREFIX=f"{prefix}broadcast:",
+        BROADCAST_KEY_TTL=600,
+    )
+    broadcast = Broadcast(app)
+    _health(app)
+
+    @app.post("/rig/publish/<channel>")
+    async def rig_publish(channel: str) -> str:
+        return await broadcast.apublish(channel, request.get_data(as_text=True))
+
+    @app.websocket("/rig/fanout/<channel>")
+    async def rig_fanout(channel: str) -> None:
+        async def greet(_sub: Subscription) -> None:
+            await websocket.send(f"hello {worker_tag()}")
+
+        await broadcast.serve_websocket(channel, on_open=greet)
+
+    return app
+
+
 def tag_wsgi(app: t.Any) -> t.Any:
     """*app* with :data:`WORKER_HEADER` on every answer (WSGI). The tag is read per request:
     a server that loads the app before it forks (``gunicorn --preload``) still tags each
@@ -226,6 +267,7 @@ _BUILDERS: dict[str, t.Callable[[], t.Any]] = {
     "flask_hello": lambda: build_hello("flask"),
     "carboy_shared": lambda: build_shared("carboy"),
     "flask_shared": lambda: build_shared("flask"),
+    "carboy_realtime": build_realtime,
 }
 APPS = tuple(_BUILDERS)
 

@@ -2,8 +2,10 @@
 
 One frontend on port 80 of the balancer's namespace, one backend ``app`` balancing round-robin
 over the hosts, each health-checked with ``option httpchk GET <path>`` every
-:attr:`Checks.inter_ms`. The stats and the runtime commands go through a Unix socket in the
-run's directory, which the driver reaches from the root namespace (a path, not an address).
+:attr:`Checks.inter_ms`. WebSockets go through as HTTP/1.1 upgrades (HAProxy's ``mode http``
+handles them), held by ``timeout tunnel`` (:attr:`Timeouts.tunnel_s`). The stats and the
+runtime commands go through a Unix socket in the run's directory, which the driver reaches from
+the root namespace (a path, not an address).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Timeouts:
     #: Keep it under each server's own keep-alive timeout, or HAProxy may reuse a connection
     #: the server is closing (docs/scale/deploying-rig.md).
     pool_purge_ms: int = 1000
+    #: How long an upgraded (WebSocket) connection may stay silent both ways; once a
+    #: connection is a tunnel, this replaces ``timeout client`` and ``timeout server``.
+    tunnel_s: int = 3600
 
 
 def config(
@@ -84,6 +89,9 @@ def config(
         f"    timeout client {timeouts.client_s}s",
         f"    timeout server {timeouts.server_s}s",
         f"    timeout http-keep-alive {timeouts.keep_alive_s}s",
+        "    # WebSockets: an upgraded connection that is quiet for timeout client/server is",
+        "    # not dead (the fan-out's clients only read); this bounds them instead",
+        f"    timeout tunnel {timeouts.tunnel_s}s",
         "    timeout check 1s",
         "    # a request whose connection to a server failed goes to another server",
         "    retries 2",

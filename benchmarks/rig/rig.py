@@ -467,6 +467,32 @@ class Rig:
             raise RuntimeError(f"wrk failed ({status}):\n{text}")
         return self._measure(wrk.parse(text), before, after, rusage, text, connections)
 
+    def run_client(
+        self, command: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> tuple[str, resource.struct_rusage | None]:
+        """Run *command* in the client namespace and cgroup (as :meth:`load` runs wrk), from
+        the repository with it importable, and wait for it; it is stopped with the rig if the
+        driver fails meanwhile.
+
+        :param timeout: seconds; past them its process group is killed.
+        :returns: its output (stdout and stderr) and resource use.
+        :raises RuntimeError: when it exits with a status other than 0, or overruns.
+        """
+        assert self.network is not None
+        argv = self.groups["client"].wrap(self.network.exec_command("client", command))
+        log = self.dir / f"client-{time.monotonic_ns()}.log"
+        proc = launch(argv, log, env)
+        self.processes["client"] = proc
+        try:
+            status, rusage = _wait4(proc, timeout)
+        finally:
+            if self.processes.pop("client", None) is not None and proc.returncode is None:
+                stop_group(proc)
+        text = log.read_text(errors="replace")
+        if status != 0:
+            raise RuntimeError(f"{command[:3]} failed ({status}):\n{text[-3000:]}")
+        return text, rusage
+
     def _measure(
         self,
         load: wrk.Load,
@@ -569,7 +595,7 @@ def _wait4(
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            raise RuntimeError(f"wrk ran past its time: {proc.args}")
+            raise RuntimeError(f"ran past its time: {proc.args}")
         time.sleep(0.02)
 
 
