@@ -1,7 +1,8 @@
 """carboy.scale.broadcast in one process: the behaviour every backend shares (run against the
 in-process backend, on the machine's Redis the streams and pub/sub backends, and on the
-machine's PostgreSQL the postgres backend), what differs (resume, gaps), the slow-consumer policies, draining, and the SSE and WebSocket
-helpers driven through ASGI. The multi-worker proofs are in tests/test_scale_realtime.py.
+machine's PostgreSQL the postgres backend), what differs (resume, gaps), the slow-consumer
+policies, draining, and the SSE and WebSocket helpers driven through ASGI. The multi-worker
+proofs are in tests/test_scale_realtime.py.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class Env:
         )
         if backend == "postgres":  # a table of its own, dropped afterwards (made_env)
             self.table = f"test_broadcast_{uuid.uuid4().hex[:8]}"
-            self.app.config.update(BROADCAST_POSTGRES_URL=PG_URL, BROADCAST_POSTGRES_TABLE=self.table)
+            self.app.config.update(
+                BROADCAST_POSTGRES_URL=PG_URL, BROADCAST_POSTGRES_TABLE=self.table
+            )
         elif backend != "memory":
             self.app.config["REDIS_URL"] = redis_url
         self.gaps: list[Gap] = []

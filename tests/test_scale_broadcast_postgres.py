@@ -15,7 +15,6 @@ import os
 import threading
 import time
 import typing as t
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -323,9 +322,7 @@ def served(log: Path, table: str, prefix: str, workers: int = 2) -> Iterator[Ser
         yield server
 
 
-def test_a_publish_through_one_worker_reaches_clients_of_both(
-    pg: Env, tmp_path: Path
-) -> None:
+def test_a_publish_through_one_worker_reaches_clients_of_both(pg: Env, tmp_path: Path) -> None:
     """uvicorn with 2 workers on the postgres backend: WebSocket clients on both workers and
     an SSE stream get what a sync view and an ``async def`` view of either worker publish."""
 
@@ -339,27 +336,29 @@ def test_a_publish_through_one_worker_reaches_clients_of_both(
                     break
                 clients += await asyncio.gather(*(WSClient.connect(url) for _ in range(4)))
             assert len(pids) == 2, f"connections reached only the workers {pids}"
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
-                async with http.stream("GET", "/sse/room") as stream:
-                    events = sse_events(stream)
-                    assert "retry" in await anext(events)  # subscribed
-                    sent = []
-                    for i in range(6):
-                        path = "/publish/room" if i % 2 else "/apublish/room"
-                        reply = await http.post(path, content=f"m{i}")
-                        assert reply.status_code == 200, reply.text
-                        sent.append(f"{reply.text} m{i}")
-                    deadline = time.monotonic() + 10
-                    while any(len(c.frames) < 6 for c in clients):
-                        assert time.monotonic() < deadline, [c.frames for c in clients]
-                        await asyncio.sleep(0.02)
-                    assert all(c.frames == sent for c in clients)
-                    got = []
-                    while len(got) < 6:
-                        event = await anext(events)
-                        if "data" in event:
-                            got.append(f"{event['id']} {event['data']}")
-                    assert got == sent
+            async with (
+                httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
+                http.stream("GET", "/sse/room") as stream,
+            ):
+                events = sse_events(stream)
+                assert "retry" in await anext(events)  # subscribed
+                sent = []
+                for i in range(6):
+                    path = "/publish/room" if i % 2 else "/apublish/room"
+                    reply = await http.post(path, content=f"m{i}")
+                    assert reply.status_code == 200, reply.text
+                    sent.append(f"{reply.text} m{i}")
+                deadline = time.monotonic() + 10
+                while any(len(c.frames) < 6 for c in clients):
+                    assert time.monotonic() < deadline, [c.frames for c in clients]
+                    await asyncio.sleep(0.02)
+                assert all(c.frames == sent for c in clients)
+                got = []
+                while len(got) < 6:
+                    event = await anext(events)
+                    if "data" in event:
+                        got.append(f"{event['id']} {event['data']}")
+                assert got == sent
             for client in clients:
                 client.close()
             # One listening connection per worker, for its clients and its SSE stream.
