@@ -262,13 +262,15 @@ class _Listener:
         set them ready or report what they missed."""
         self.changed.clear()
         wanted = set(self.follows)
+        # Only channels LISTENed to below: one that joins meanwhile waits for the next pass
+        # (set ready before its LISTEN, it could miss a message without a gap).
+        joined = [f for k, f in self.follows.items() if reconnected or f.last is None]
         for key in self.listening - wanted:
             await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(key)))
         new = wanted - self.listening
         for key in sorted(new):
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(key)))
         self.listening = wanted
-        joined = [f for f in self.follows.values() if reconnected or f.last is None]
         if not joined:
             return
         current = await self.backend._read_seqs(conn, [f.key for f in joined])
@@ -277,25 +279,7 @@ class _Listener:
         token = os.urandom(8).hex()
         await conn.execute("SELECT pg_notify(%s, %s)", [self.barrier, token])
         early: dict[str, list[tuple[int, Message]]] = {f.key: [] for f in joined}
-        deadline = self.loop.time() + self.backend.read_timeout
-        done = False
-        while not done:
-            remaining = deadline - self.loop.time()
-            if remaining <= 0:
-                raise TimeoutError("The listener's barrier notification did not come back.")
-            notifies = conn.notifies(timeout=remaining)
-            try:
-                async for notify in notifies:
-                    if notify.channel == self.barrier:
-                        if notify.payload == token:
-                            done = True
-                            break
-                    elif notify.channel in early:
-                        early[notify.channel].append(_decode("", notify.payload))
-                    else:
-                        self._handle(notify.channel, notify.payload)
-            finally:
-                await notifies.aclose()  # it holds the connection's lock until closed
+        later = await self._until_barrier(conn, token, early)
         for follow in joined:
             name = follow.channel.name
             now = current.get(follow.key, 0)
@@ -316,10 +300,40 @@ class _Listener:
             for seq, message in early[follow.key]:
                 if seq > follow.last:
                     self._deliver(follow, seq, Message(name, message.id, message.data))
+        for notify in later:  # what came after the barrier, in the same packet
+            self._handle(notify.channel, notify.payload)
+
+    async def _until_barrier(
+        self,
+        conn: psycopg.AsyncConnection[t.Any],
+        token: str,
+        early: dict[str, list[tuple[int, Message]]],
+    ) -> list[psycopg.Notify]:
+        """Read notifications until the barrier *token*: those of the channels in *early* are
+        kept there, the others delivered; returns what followed the barrier in its packet."""
+        deadline = self.loop.time() + self.backend.read_timeout
+        while True:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                raise TimeoutError("The listener's barrier notification did not come back.")
+            # Whole packets (stop_after=1 ends after the packet that holds one): leaving
+            # the generator in the middle of one would drop the rest of it.
+            batch = [n async for n in conn.notifies(timeout=remaining, stop_after=1)]
+            for i, notify in enumerate(batch):
+                if notify.channel == self.barrier:
+                    if notify.payload == token:
+                        return batch[i + 1 :]
+                elif notify.channel in early:
+                    early[notify.channel].append(_decode("", notify.payload))
+                else:
+                    self._handle(notify.channel, notify.payload)
 
     async def _read(self, conn: psycopg.AsyncConnection[t.Any]) -> None:
         """Deliver notifications until a channel joins or leaves; after ``block`` seconds of
         silence, check the connection."""
+        if self.changed.is_set():
+            return
+        self.reading = True  # from now until the notifies() loop ends: safe to cancel
         reader = asyncio.ensure_future(self._notifies(conn))
         waker = asyncio.ensure_future(self.changed.wait())
         try:
@@ -341,7 +355,6 @@ class _Listener:
 
     async def _notifies(self, conn: psycopg.AsyncConnection[t.Any]) -> None:
         got = False
-        self.reading = True
         try:
             async for notify in conn.notifies(timeout=self.backend.block):
                 got = True
@@ -499,8 +512,11 @@ class PostgresBackend(Backend):
                 name="carboy-broadcast-apublish",
                 open=False,
             )
-            self._apools[loop] = pool
             await pool.open()
+            made = self._apools.setdefault(loop, pool)
+            if made is not pool:  # another task of this loop made one meanwhile
+                await pool.close()
+            return made
         return pool
 
     async def apublish(self, channel: str, kind: str, data: bytes) -> str:
@@ -547,9 +563,12 @@ class PostgresBackend(Backend):
     # -- reading -------------------------------------------------------------------------------
 
     async def _connect(self) -> psycopg.AsyncConnection[t.Any]:
+        # tcp_user_timeout: a check sent to a peer that vanished fails in that time (ms),
+        # instead of TCP's retransmissions (minutes).
+        options = self._connect_kwargs("postgres")
+        options["tcp_user_timeout"] = int(self.read_timeout * 1000)
         return await asyncio.wait_for(
-            psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs("postgres")),
-            self.read_timeout,
+            psycopg.AsyncConnection.connect(self.url, **options), self.read_timeout
         )
 
     async def _read_seqs(
