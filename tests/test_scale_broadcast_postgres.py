@@ -245,6 +245,16 @@ def test_any_string_is_a_channel_and_none_reaches_sql(pg: Env) -> None:
                 assert [(m.channel, m.data, m.id) for m in got] == [(NAMES[i], f"to {i}", "1")]
                 assert await sub.get(0.05) is None  # no other channel's message
             assert len(own_reader_ids("postgres")) == 1  # one connection LISTENs to all
+            # Killed, it LISTENs to every channel again: one message each while it was away
+            # is a gap of one on each; the next one arrives.
+            assert execute("SELECT pg_terminate_backend(%s, 5000)", [listener_pid(pg)])
+            for name in NAMES:
+                b.publish(name, "missed")
+            for i, sub in enumerate(subs):
+                item = await sub.get(5, gaps=True)
+                assert item == Gap(NAMES[i], "reconnect", "1", "2", 1)
+                b.publish(NAMES[i], "again")
+                assert [m.data for m in await take(sub, 1)] == ["again"]
         finally:
             for sub in subs:
                 await sub.aclose()
