@@ -927,6 +927,8 @@ class Broadcast:
         :returns: the message's id.
         :raises redis.RedisError: Redis did not take it (``ConnectionError``, ``TimeoutError``
             after one retry: about a second at most).
+        :raises psycopg.Error: (postgres) PostgreSQL did not take it.
+        :raises ValueError: (postgres) the encoded data is over 7,900 bytes.
 
         From ``async def`` code, use :meth:`apublish`: this one waits for Redis on the
         calling thread.
