@@ -1,7 +1,8 @@
 """carboy.scale.broadcast in one process: the behaviour every backend shares (run against the
-in-process backend and, on the machine's Redis, the streams and pub/sub backends), what
-differs (resume, gaps), the slow-consumer policies, draining, and the SSE and WebSocket
-helpers driven through ASGI. The multi-worker proofs are in tests/test_scale_realtime.py.
+in-process backend, on the machine's Redis the streams and pub/sub backends, and on the
+machine's PostgreSQL the postgres backend), what differs (resume, gaps), the slow-consumer
+policies, draining, and the SSE and WebSocket helpers driven through ASGI. The multi-worker
+proofs are in tests/test_scale_realtime.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typing as t
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 
+import psycopg
 import pytest
 
 import carboy
@@ -29,11 +31,14 @@ from carboy.scale.broadcast import (
     parse_id,
 )
 from carboy.scale.broadcast_http import format_event
+from pg_servers import machine_postgres_or_skip
 from redis_servers import MACHINE_URL, machine_redis_or_skip
 from test_scale_sessions import cluster  # noqa: F401 (the 3-node Redis Cluster fixture)
 
-BACKENDS = ["memory", "streams", "pubsub"]
+BACKENDS = ["memory", "streams", "pubsub", "postgres"]
 REDIS_BACKENDS = ["streams", "pubsub"]
+#: The machine's PostgreSQL, as libpq spells it (the postgres backend's tests).
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class Env:
@@ -49,7 +54,12 @@ class Env:
             BROADCAST_KEY_TTL=120,
             **config,
         )
-        if backend != "memory":
+        if backend == "postgres":  # a table of its own, dropped afterwards (made_env)
+            self.table = f"test_broadcast_{uuid.uuid4().hex[:8]}"
+            self.app.config.update(
+                BROADCAST_POSTGRES_URL=PG_URL, BROADCAST_POSTGRES_TABLE=self.table
+            )
+        elif backend != "memory":
             self.app.config["REDIS_URL"] = redis_url
         self.gaps: list[Gap] = []
         self.broadcast = Broadcast(self.app, on_gap=self.gaps.append)
@@ -64,6 +74,7 @@ class Env:
                 layer = self.app.extensions.get("carboy.redis")
                 if layer is not None:
                     await layer.aio.aclose()
+                await self.broadcast.backend.aclose()  # postgres: this loop's listener, pool
 
         return asyncio.run(wrapper())
 
@@ -82,12 +93,18 @@ def redis_env(request: pytest.FixtureRequest) -> Iterator[Env]:
 
 @contextlib.contextmanager
 def made_env(backend: str, **config: t.Any) -> Iterator[Env]:
-    """An :class:`Env`; its Redis keys are deleted afterwards."""
-    client = machine_redis_or_skip() if backend != "memory" else None
+    """An :class:`Env`; its Redis keys (or PostgreSQL table) are deleted afterwards."""
+    if backend == "postgres":
+        machine_postgres_or_skip()
+    client = machine_redis_or_skip() if backend in REDIS_BACKENDS else None
     made = Env(backend, **config)
     try:
         yield made
     finally:
+        if backend == "postgres":
+            made.broadcast.backend.close()
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(f'DROP TABLE IF EXISTS "{made.table}"')
         if client is not None:
             for key in client.scan_iter(made.prefix + "*"):
                 client.delete(key)
@@ -104,7 +121,15 @@ async def take(sub: Subscription, n: int, timeout: float = 5.0) -> list[Message]
 
 
 def own_reader_ids(kind: str) -> list[int]:
-    """The ids of this process's broadcast reader connections on the machine's Redis."""
+    """The ids of this process's broadcast reader connections on the machine's Redis (or
+    the server pids of its listening connections on the machine's PostgreSQL)."""
+    if kind == "postgres":
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                [f"carboy-broadcast:postgres:{os.getpid()}"],
+            ).fetchall()
+        return [int(pid) for (pid,) in rows]
     client = machine_redis_or_skip()
     name = f"carboy-broadcast:{kind}:{os.getpid()}"
     return [int(c["id"]) for c in client.client_list() if c["name"] == name]
@@ -143,8 +168,9 @@ def test_one_reader_per_channel_per_process(env: Env) -> None:
         subs = [await b.subscribe("a").start() for _ in range(40)]
         subs += [await b.subscribe("b").start() for _ in range(10)]
         assert b.stats() == {"channels": 2, "subscribers": 50, "pending": 0}
-        if env.app.config["BROADCAST_BACKEND"] != "memory":
-            assert len(own_reader_ids(env.app.config["BROADCAST_BACKEND"])) == 2
+        kind = env.app.config["BROADCAST_BACKEND"]
+        if kind != "memory":  # postgres: one listening connection for every channel
+            assert len(own_reader_ids(kind)) == (1 if kind == "postgres" else 2)
         b.publish("a", "to a")
         for sub in subs[:40]:
             assert (await take(sub, 1))[0].data == "to a"
@@ -248,7 +274,7 @@ def test_close_all_drains_every_subscription(env: Env) -> None:
 
 def test_resume_after_an_id(env: Env) -> None:
     b = env.broadcast
-    kept = env.app.config["BROADCAST_BACKEND"] != "pubsub"
+    kept = env.app.config["BROADCAST_BACKEND"] in ("memory", "streams")
     seen: list[Gap] = []
 
     async def main() -> None:

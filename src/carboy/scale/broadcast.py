@@ -34,6 +34,9 @@ Backends (``BROADCAST_BACKEND``):
     Redis ``PUBLISH``/``SUBSCRIBE``: at most once, nothing stored. Each message carries a
     per-channel sequence number, so a message lost while a reader reconnected is reported as
     a :class:`Gap`, never lost silently.
+``"postgres"``
+    PostgreSQL ``LISTEN``/``NOTIFY`` (:mod:`carboy.scale.broadcast_postgres`): as pub/sub,
+    for apps without Redis; messages of at most 7,900 bytes.
 
 Each process (each event loop of it) reads a channel once, with one reader, whatever the number
 of its subscribers, and fans each message out to its subscribers' bounded queues
@@ -93,12 +96,16 @@ _DEFAULTS: dict[str, t.Any] = {
     "BROADCAST_SSE_RETRY": 2000,
     "BROADCAST_WS_SLOW_CODE": 1013,
     "BROADCAST_WS_CLOSE_TIMEOUT": 10.0,
+    "BROADCAST_POSTGRES_URL": None,
+    "BROADCAST_POSTGRES_TABLE": "carboy_broadcast",
+    "BROADCAST_POSTGRES_POOL_SIZE": 4,
 }
 
 #: Seconds :meth:`Subscription.start` waits for a channel's reader to reach its backend.
 READY_TIMEOUT = 3.0
 
 _BACKENDS = {"memory": "memory", "streams": "streams", "redis": "streams", "pubsub": "pubsub"}
+_BACKENDS["postgres"] = "postgres"
 _POLICIES = ("close", "drop_oldest")
 
 
@@ -761,6 +768,7 @@ class _State:
             for channel in channels:
                 hub.forget(channel)
             await asyncio.gather(*(c.task for c in channels if c.task), return_exceptions=True)
+        await self.backend.aclose()
         self.backend.close()
 
     def report(self, gap: Gap) -> None:
@@ -786,7 +794,8 @@ class Broadcast:
     """Publish to channels and subscribe to them, across every worker and host.
 
     :param app: the app to register with now, or ``None`` to call :meth:`init_app` later.
-    :param backend: ``"memory"``, ``"streams"`` (``"redis"``) or ``"pubsub"``; ``None`` reads
+    :param backend: ``"memory"``, ``"streams"`` (``"redis"``), ``"pubsub"`` or ``"postgres"``;
+        ``None`` reads
         ``BROADCAST_BACKEND``, whose default is ``"streams"`` when ``REDIS_URL`` is set (or a
         :class:`~carboy.scale.connection.RedisConnection` is registered) and ``"memory"``
         otherwise.
@@ -811,6 +820,11 @@ class Broadcast:
     ``BROADCAST_SSE_RETRY``             2000         the SSE ``retry:`` hint (milliseconds)
     ``BROADCAST_WS_SLOW_CODE``          1013         close code for a slow WebSocket (or 1008)
     ``BROADCAST_WS_CLOSE_TIMEOUT``      10.0         seconds to wait for a stalled socket's close
+    ``BROADCAST_POSTGRES_URL``          ``None``     postgres: the database (default: the app's
+                                                     ``SQLALCHEMY_DATABASE_URI``)
+    ``BROADCAST_POSTGRES_TABLE``        see right    postgres: the table of sequence numbers
+                                                     (``"carboy_broadcast"``)
+    ``BROADCAST_POSTGRES_POOL_SIZE``    4            postgres: publishing connections per pool
     ==================================  ===========  ===============================================
 
     :raises ValueError: (at :meth:`init_app`) an unknown backend or slow-consumer policy.
@@ -864,6 +878,10 @@ class Broadcast:
             from .broadcast_backends import MemoryBackend
 
             return MemoryBackend(state, int(config["BROADCAST_MAXLEN"]))
+        if name == "postgres":
+            from . import broadcast_postgres
+
+            return broadcast_postgres.make_backend(app)
         from . import broadcast_redis
 
         return broadcast_redis.make_backend(name, app)
@@ -909,6 +927,8 @@ class Broadcast:
         :returns: the message's id.
         :raises redis.RedisError: Redis did not take it (``ConnectionError``, ``TimeoutError``
             after one retry: about a second at most).
+        :raises psycopg.Error: (postgres) PostgreSQL did not take it.
+        :raises ValueError: (postgres) the encoded data is over 7,900 bytes.
 
         From ``async def`` code, use :meth:`apublish`: this one waits for Redis on the
         calling thread.

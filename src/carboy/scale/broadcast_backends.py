@@ -1,6 +1,7 @@
 """The broadcast's backend interface, and its in-process backend (one worker).
 
-The Redis backends are in :mod:`carboy.scale.broadcast_redis`.
+The Redis backends are in :mod:`carboy.scale.broadcast_redis`, PostgreSQL's in
+:mod:`carboy.scale.broadcast_postgres`.
 
 .. versionadded:: 0.1
 """
@@ -66,6 +67,10 @@ class Backend:
     async def check_resume(self, channel: str, after: str, upto: str) -> Gap | None:
         """The gap a resume after *after* meets (messages no longer kept), or ``None``."""
         return Gap(channel, "no_history", after, upto, None)
+
+    async def aclose(self) -> None:
+        """Release what the backend holds for the running event loop (called when the app's
+        workers stop, before :meth:`close`)."""
 
     def close(self) -> None:
         """Release what the backend holds (called when the app's workers stop)."""
