@@ -377,6 +377,9 @@ def test_reader_connection_killed_streams_lose_nothing_pubsub_report_the_gap(
                 await asyncio.sleep(0.01)
             back = time.monotonic() - killed
             assert back < 1.0, f"reconnected after {back:.3f} s"
+            if kind == "pubsub":  # a new connection is not yet a subscription: wait for it
+                while killer.pubsub_numsub(key)[0][1] < 1:  # bounded by wait_for
+                    await asyncio.sleep(0.01)
             b.publish("k", "after")
             expected = ["during", "after"] if kind == "streams" else ["after"]
             assert [m.data for m in await take(sub, len(expected))] == expected
