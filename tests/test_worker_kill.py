@@ -27,6 +27,7 @@ import httpx
 import psutil
 import pytest
 
+from notes_http import csrf
 from servers import Server, free_port, tool, wait_for
 
 WRITES = 2_000
@@ -90,15 +91,18 @@ def worker_pids(server: Server) -> set[int]:
     return {proc.pid for proc in workers(server)}
 
 
-def log_in(base_url: str, username: str) -> httpx.Cookies:
-    """Register *username* through the pages and return the signed-in session cookie."""
+def log_in(base_url: str, username: str) -> tuple[httpx.Cookies, dict[str, str]]:
+    """Register *username* through the pages; return the signed-in session cookie and the
+    session's CSRF header (the app refuses writes without it)."""
     with httpx.Client(base_url=base_url, timeout=10.0) as http:
-        res = http.post("/register", data={"username": username, "password": PASSWORD})
+        form = {"username": username, "password": PASSWORD}
+        res = http.post("/register", data=form, headers=csrf(http))
         assert res.status_code == 302, res.text
-        res = http.post("/login", data={"username": username, "password": PASSWORD})
+        res = http.post("/login", data=form, headers=csrf(http))
         assert res.status_code == 302, res.text
+        token = csrf(http)
         assert "session" in http.cookies
-        return http.cookies
+        return http.cookies, token
 
 
 @dataclass
@@ -114,7 +118,9 @@ class Outcomes:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def send_notes(base_url: str, cookies: httpx.Cookies, outcomes: Outcomes) -> None:
+def send_notes(
+    base_url: str, signed_in: tuple[httpx.Cookies, dict[str, str]], outcomes: Outcomes
+) -> None:
     """Send the numbered notes from :data:`CLIENTS` threads, each number once."""
     numbers = itertools.count()
     take = threading.Lock()
@@ -122,7 +128,8 @@ def send_notes(base_url: str, cookies: httpx.Cookies, outcomes: Outcomes) -> Non
 
     def client() -> None:
         # No retries anywhere: httpx's transport does not retry a request it has sent.
-        with httpx.Client(base_url=base_url, cookies=cookies, timeout=10.0) as http:
+        cookies, token = signed_in
+        with httpx.Client(base_url=base_url, cookies=cookies, headers=token, timeout=10.0) as http:
             while time.monotonic() < deadline:
                 with take:
                     number = next(numbers)
@@ -166,7 +173,7 @@ def test_sigkill_of_a_worker_loses_no_acknowledged_write(name: str, tmp_path: Pa
     with server.start():
         server.wait_until_up("/login")
         wait_for(lambda: len(worker_pids(server)) == WORKERS, f"{WORKERS} workers")
-        cookies = log_in(server.base_url, "writer")
+        signed_in = log_in(server.base_url, "writer")
         outcomes = Outcomes()
         killed: list[int] = []
 
@@ -180,7 +187,7 @@ def test_sigkill_of_a_worker_loses_no_acknowledged_write(name: str, tmp_path: Pa
 
         killer = threading.Thread(target=kill_one_worker_mid_load, daemon=True)
         killer.start()
-        send_notes(server.base_url, cookies, outcomes)
+        send_notes(server.base_url, signed_in, outcomes)
         killer.join(timeout=5)
         assert killed, "the worker was not killed"
         assert len(outcomes.acked) > KILL_AFTER, "the kill came after the load"
@@ -190,7 +197,10 @@ def test_sigkill_of_a_worker_loses_no_acknowledged_write(name: str, tmp_path: Pa
             lambda: len(worker_pids(server)) == WORKERS and killed[0] not in worker_pids(server),
             "a new worker in place of the killed one",
         )
-        with httpx.Client(base_url=server.base_url, cookies=cookies, timeout=10.0) as http:
+        cookies, token = signed_in
+        with httpx.Client(
+            base_url=server.base_url, cookies=cookies, headers=token, timeout=10.0
+        ) as http:
             after = [
                 http.post("/api/notes", json={"title": f"after {i}", "body": f"after {i}"})
                 for i in range(20)

@@ -15,6 +15,11 @@ the notes live in memory (SQLite's ``:memory:``) until the process ends; set ``D
 file path to keep them, and do so for a server with more than one worker process, as each
 process has its own memory.
 
+Every form and the JSON API are CSRF-protected by Flask-WTF's ``CSRFProtect``, unchanged (see
+:mod:`examples.notes.csrf`); the extensions import ``flask``, which the ``carboy.flask_compat``
+alias makes carboy (importing this package installs it, and refuses to load if the real Flask
+was imported first).
+
 Shared state: set ``REDIS_URL`` (``CARBOY_REDIS_URL=redis://127.0.0.1:6379/0``, with carboy's
 ``redis`` extra installed: ``pip install 'carboy[redis]'``) and the sessions, the cached
 ``/api/stats`` page and the login rate limit (``LOGIN_RATE_LIMIT``, 10 per minute per address)
@@ -34,9 +39,24 @@ from __future__ import annotations
 import os
 import typing as t
 
+try:
+    # Flask-WTF (and the other Flask extensions the app uses) import ``flask``: the alias makes
+    # that import give carboy's modules. ``carboy --app examples.notes ...`` and
+    # ``pytest -p carboy.flask_compat`` install it before the app is imported; importing it
+    # here installs it for any other server (``gunicorn 'examples.notes:create_app()'``).
+    import carboy.flask_compat  # noqa: F401
+except RuntimeError as exc:  # the real Flask was imported first in this process
+    raise RuntimeError(
+        "examples.notes runs its Flask extensions (Flask-WTF) on carboy through the"
+        " carboy.flask_compat alias, but the real Flask was imported first in this process."
+        " Serve it with `carboy --app examples.notes run`, import carboy.flask_compat before"
+        " anything imports flask, or test it with `pytest -p carboy.flask_compat`."
+    ) from exc
+
 from carboy import Carboy
 
 from . import api, db, errors, pages, shared
+from .csrf import csrf
 
 #: The secret key of the built-in defaults: accepted only in debug or testing mode.
 DEV_SECRET_KEY = "dev"
@@ -74,6 +94,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     os.makedirs(app.instance_path, exist_ok=True)
 
     db.init_app(app)
+    csrf.init_app(app)
     errors.init_app(app)
     shared.init_app(app, pages.login)
     app.register_blueprint(pages.bp)

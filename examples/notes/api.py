@@ -1,4 +1,8 @@
-"""JSON API mounted under ``/api``; it shares the cookie session with the pages."""
+"""JSON API mounted under ``/api``; it shares the cookie session with the pages.
+
+Its writes (``POST``, ``DELETE``) carry the session's CSRF token in an ``X-CSRFToken`` header,
+from ``GET /api/csrf``: Flask-WTF answers 400 (as JSON here) without it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from carboy import Blueprint, current_app, g, jsonify, request, url_for
 
 from . import queries, shared
+from .csrf import generate_csrf
 
 bp = Blueprint("api", __name__)
 
@@ -40,6 +45,14 @@ def http_error_as_json(exc: HTTPException) -> t.Any:
     # The error's own headers (Allow on a 405, Retry-After on a 429 or 503), not its type.
     headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     return body, status, headers
+
+
+@bp.get("/csrf")
+def csrf_token() -> t.Any:
+    """The CSRF token of this session, for the ``X-CSRFToken`` header of the API's writes
+    (Flask-WTF checks it; see :mod:`examples.notes.csrf`). Another site's page cannot read it:
+    the app sends no CORS headers."""
+    return {"csrf_token": generate_csrf()}, 200, {"Cache-Control": "no-store"}
 
 
 @bp.get("/stats")

@@ -1,7 +1,14 @@
-"""In-process tests of the example notes service (examples/notes) through the test client."""
+"""In-process tests of the example notes service (examples/notes) through the test client.
+
+They run under the ``carboy.flask_compat`` alias (tests/test_flask_alias.py runs this folder in
+a pytest process of its own): the app uses Flask-WTF, which imports ``flask``. The test client
+sends the session's CSRF token with every write (notes_client.py), as the app's forms do; the
+tests of the protection itself send none, or a wrong one.
+"""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import threading
@@ -9,12 +16,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples.notes import create_app  # noqa: E402
+from examples.notes import create_app as create_notes_app  # noqa: E402
 from examples.notes.db import get_db  # noqa: E402
+from notes_client import with_csrf_client  # noqa: E402
+
+
+def create_app(test_config=None):
+    """The app, whose test client sends the CSRF token with each write (notes_client.py)."""
+    return with_csrf_client(create_notes_app(test_config))
 
 
 @pytest.fixture
@@ -46,6 +59,59 @@ def signed_up(client, username="ada", password="lovelace1"):
     assert register(client, username, password).status_code == 302
     assert login(client, username, password).status_code == 302
     return client
+
+
+# -- CSRF (Flask-WTF's CSRFProtect, unchanged) --------------------------------------------------
+
+
+def form_token(html: str) -> str:
+    match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', html)
+    assert match, html
+    return match.group(1)
+
+
+def test_the_forms_and_the_api_are_csrf_protected_by_flask_wtf(app):
+    from flask_wtf.csrf import CSRFProtect
+
+    assert isinstance(app.extensions["csrf"], CSRFProtect)
+    client = app.test_client()
+    credentials = {"username": "ada", "password": "lovelace1"}
+    # A form sent without its token: Flask-WTF's 400, before the view writes anything.
+    res = client.post("/register", data=credentials, csrf=False)
+    assert res.status_code == 400
+    assert b"The CSRF token is missing." in res.data and b"Form expired" in res.data
+    # With the token of the page's own form it goes through, as a browser sends it.
+    page = client.get("/register").get_data(as_text=True)
+    res = client.post("/register", data={**credentials, "csrf_token": form_token(page)}, csrf=False)
+    assert res.status_code == 302
+    # A token that is not this session's is refused too.
+    other = app.test_client()
+    foreign = form_token(other.get("/login").get_data(as_text=True))
+    res = client.post("/login", data={**credentials, "csrf_token": foreign}, csrf=False)
+    assert res.status_code == 400 and b"The CSRF token" in res.data
+    page = client.get("/login").get_data(as_text=True)
+    res = client.post("/login", data={**credentials, "csrf_token": form_token(page)}, csrf=False)
+    assert res.status_code == 302
+    # Logged in: the new-note form and logout need the token too (the login renewed it).
+    res = client.post("/notes/new", data={"title": "forged"}, csrf=False)
+    assert res.status_code == 400
+    page = client.get("/notes/new").get_data(as_text=True)
+    res = client.post(
+        "/notes/new", data={"title": "mine", "csrf_token": form_token(page)}, csrf=False
+    )
+    assert res.status_code == 302
+    # The JSON API, authenticated by the same cookie: the X-CSRFToken header, or a JSON 400.
+    res = client.post("/api/notes", json={"title": "forged"}, csrf=False)
+    assert res.status_code == 400 and res.is_json
+    assert res.get_json()["error"] == {"status": 400, "message": "The CSRF token is missing."}
+    assert client.delete("/api/notes/1", csrf=False).status_code == 400
+    token = client.get("/api/csrf").get_json()["csrf_token"]
+    res = client.post("/api/notes", json={"title": "sent"}, headers={"X-CSRFToken": token})
+    assert res.status_code == 201
+    titles = [n["title"] for n in client.get("/api/notes").get_json()["notes"]]
+    assert titles == ["sent", "mine"]  # nothing forged was written
+    assert client.post("/logout", csrf=False).status_code == 400
+    assert client.get("/api/notes").status_code == 200  # still logged in
 
 
 def test_factory_creates_instance_folder_and_schema(app, tmp_path):
