@@ -55,7 +55,7 @@ except RuntimeError as exc:  # the real Flask was imported first in this process
 
 from carboy import Carboy
 
-from . import api, db, errors, pages, shared
+from . import api, db, errors, live, pages, shared
 from .csrf import csrf
 
 #: The secret key of the built-in defaults: accepted only in debug or testing mode.
@@ -97,6 +97,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     csrf.init_app(app)
     errors.init_app(app)
     shared.init_app(app, pages.login)
+    live.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
 

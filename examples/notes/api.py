@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from carboy import Blueprint, current_app, g, jsonify, request, url_for
 
-from . import queries, shared
+from . import live, queries, shared
 from .csrf import generate_csrf
 
 bp = Blueprint("api", __name__)
@@ -80,15 +80,26 @@ def create_note() -> t.Any:
         return error_body(400, "Send a JSON object with 'title' and optional 'body'.")
     title = payload.get("title")
     body = payload.get("body", "")
-    problem = queries.check_note_fields(title, body, current_app.config["NOTE_TITLE_MAX"])
+    public = payload.get("public", False)
+    max_title = current_app.config["NOTE_TITLE_MAX"]
+    problem = queries.check_note_fields(title, body, max_title, public)
     if problem is not None:
         return error_body(400, problem)
     assert isinstance(title, str) and isinstance(body, str)
-    note_id = queries.add_note(g.user["id"], title.strip(), body)
+    note_id = queries.add_note(g.user["id"], title.strip(), body, public=bool(public))
     row = queries.note_for(g.user["id"], note_id)
     assert row is not None
     location = url_for("api.get_note", note_id=note_id)
     return queries.note_as_dict(row), 201, {"Location": location}
+
+
+@bp.get("/live")
+@api_login_required
+def live_notes() -> t.Any:
+    """The live feed of public notes as Server-Sent Events (see :mod:`examples.notes.live`):
+    one ``{"id", "title", "author", "created_at"}`` JSON event per note shared from now on
+    (or since ``Last-Event-ID``)."""
+    return live.broadcast.sse(live.CHANNEL)
 
 
 @bp.get(f"/notes/<int(max={queries.MAX_ID}):note_id>")

@@ -34,6 +34,7 @@ TABLES = (
         owner_id   INTEGER NOT NULL REFERENCES account (id) ON DELETE CASCADE,
         title      TEXT    NOT NULL,
         body       TEXT    NOT NULL DEFAULT '',
+        public     INTEGER NOT NULL DEFAULT 0,
         created_at TEXT    NOT NULL DEFAULT (datetime('now'))
     )""",
     "CREATE INDEX IF NOT EXISTS note_by_owner ON note (owner_id, id)",

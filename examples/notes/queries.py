@@ -11,7 +11,7 @@ import typing as t
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import shared
+from . import live, shared
 from .db import get_db
 
 #: SQLite's largest integer: a larger id in a URL is refused by the route's converter (404)
@@ -61,7 +61,8 @@ def notes_for(owner_id: int) -> list[sqlite3.Row]:
     return (
         get_db()
         .execute(
-            "SELECT id, title, body, created_at FROM note WHERE owner_id = ? ORDER BY id DESC",
+            "SELECT id, title, body, public, created_at FROM note WHERE owner_id = ?"
+            " ORDER BY id DESC",
             (owner_id,),
         )
         .fetchall()
@@ -73,7 +74,7 @@ def note_for(owner_id: int, note_id: int) -> sqlite3.Row | None:
     row: sqlite3.Row | None = (
         get_db()
         .execute(
-            "SELECT id, title, body, created_at FROM note WHERE id = ? AND owner_id = ?",
+            "SELECT id, title, body, public, created_at FROM note WHERE id = ? AND owner_id = ?",
             (note_id, owner_id),
         )
         .fetchone()
@@ -81,13 +82,35 @@ def note_for(owner_id: int, note_id: int) -> sqlite3.Row | None:
     return row
 
 
-def add_note(owner_id: int, title: str, body: str) -> int:
+def add_note(owner_id: int, title: str, body: str, public: bool = False) -> int:
+    """Save a note; a public one is then announced on the live feed (:mod:`.live`)."""
     conn = get_db()
     cur = conn.execute(
-        "INSERT INTO note (owner_id, title, body) VALUES (?, ?, ?)", (owner_id, title, body)
+        "INSERT INTO note (owner_id, title, body, public) VALUES (?, ?, ?, ?)",
+        (owner_id, title, body, int(public)),
     )
     shared.stats_changed()
-    return t.cast(int, cur.lastrowid)
+    note_id = t.cast(int, cur.lastrowid)
+    if public:
+        note = note_for(owner_id, note_id)
+        author = account_by_id(owner_id)
+        assert note is not None and author is not None
+        live.announce(note, author["username"])
+    return note_id
+
+
+def recent_public_notes(limit: int = 10) -> list[sqlite3.Row]:
+    """The latest public notes of every author: what the live feed shows (no body)."""
+    return (
+        get_db()
+        .execute(
+            "SELECT note.id, note.title, note.created_at, account.username AS author"
+            " FROM note JOIN account ON account.id = note.owner_id"
+            " WHERE note.public = 1 ORDER BY note.id DESC LIMIT ?",
+            (limit,),
+        )
+        .fetchall()
+    )
 
 
 def remove_note(owner_id: int, note_id: int) -> bool:
@@ -114,11 +137,14 @@ def note_as_dict(row: sqlite3.Row) -> dict[str, t.Any]:
         "id": row["id"],
         "title": row["title"],
         "body": row["body"],
+        "public": bool(row["public"]),
         "created_at": row["created_at"],
     }
 
 
-def check_note_fields(title: object, body: object, max_title: int) -> str | None:
+def check_note_fields(
+    title: object, body: object, max_title: int, public: object = False
+) -> str | None:
     """Return a human-readable problem with a note's fields, or None when they are fine."""
     if not isinstance(title, str) or not title.strip():
         return "A note needs a title."
@@ -126,4 +152,6 @@ def check_note_fields(title: object, body: object, max_title: int) -> str | None
         return f"Titles are limited to {max_title} characters."
     if not isinstance(body, str):
         return "The body must be text."
+    if not isinstance(public, bool):
+        return "'public' must be true or false."
     return None
