@@ -104,11 +104,14 @@ def _form_post(path: str, fields: dict[str, str], signed: tuple[str, str]) -> Re
     )
 
 
-def _session_cookie(answer: Answer) -> str:
+def _session_cookie(answer: Answer, kept: str | None = None) -> str:
+    """The session cookie *answer* sets, else *kept* (the session did not change)."""
     for name, value in answer.headers:
         if name == "set-cookie" and value.startswith("session="):
             return value.split(";", 1)[0]
-    raise RuntimeError(f"no session cookie in {answer.headers}")
+    if kept is None:
+        raise RuntimeError(f"no session cookie in {answer.headers}")
+    return kept
 
 
 def _csrf(port: int, cookie: str | None) -> tuple[str, str]:
@@ -118,7 +121,7 @@ def _csrf(port: int, cookie: str | None) -> tuple[str, str]:
     answer = ask(port, Request("GET", "/api/csrf", headers=headers))
     if answer.status != 200:
         raise RuntimeError(f"GET /api/csrf answered {answer.status}: {answer.body[:300]!r}")
-    return _session_cookie(answer), json.loads(answer.body)["csrf_token"]
+    return _session_cookie(answer, cookie), json.loads(answer.body)["csrf_token"]
 
 
 def sign_in(port: int, username: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import typing as t
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -179,7 +180,7 @@ def test_in_process_on_commit_rollback_savepoint_and_no_transaction() -> None:
 
 
 def test_inline_jobs_run_after_commit_in_process_without_redis(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """JOBS_INLINE: no REDIS_URL needed; each job runs right after its commit, in this process,
     in a new app context with the request id; a rollback drops it; a failing job is logged and
@@ -214,12 +215,33 @@ def test_inline_jobs_run_after_commit_in_process_without_redis(
             assert "ValueError: job 4" in caplog.text
         result = app.test_cli_runner().invoke(args=["jobs", "worker", "--burst"])
         assert result.exit_code != 0 and "JOBS_INLINE" in result.output
+        # A job that reads with a session of its own runs once the committed transaction has
+        # given its connection back: on a pool of one connection, it does not wait for it.
+        small = create_engine(
+            f"sqlite:///{tmp_path / 'one.sqlite'}", pool_size=1, max_overflow=0, pool_timeout=2
+        )
+        POOLS.append(small)
+        with app.app_context(), sessionmaker(small)() as session, session.begin():
+            session.execute(text("CREATE TABLE t (n INTEGER)"))
+            session.execute(text("INSERT INTO t VALUES (7)"))
+            jobs.enqueue_on_commit(session, read_rows, 0)
+        assert RECORDED[-1] == (7, "-", True)
     finally:
         RECORDED.clear()
+        POOLS.clear()
 
 
 def fail(n: int) -> None:
     raise ValueError(f"job {n}")
+
+
+POOLS: list[t.Any] = []
+
+
+def read_rows(index: int) -> None:
+    with sessionmaker(POOLS[index])() as session:
+        value = session.execute(text("SELECT n FROM t")).scalar_one()
+    RECORDED.append((value, current_request_id() or "-", carboy.current_app.name == __name__))
 
 
 RECORDED: list[tuple[object, ...]] = []

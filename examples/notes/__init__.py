@@ -55,7 +55,7 @@ except RuntimeError as exc:  # the real Flask was imported first in this process
 
 from carboy import Carboy
 
-from . import api, db, errors, live, pages, shared
+from . import api, db, errors, live, pages, search, shared
 from .csrf import csrf
 
 #: The secret key of the built-in defaults: accepted only in debug or testing mode.
@@ -75,6 +75,9 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     app.config.from_mapping(
         SECRET_KEY=DEV_SECRET_KEY,
         DATABASE=db.MEMORY,  # a file path keeps the notes across restarts
+        DATABASE_URL=None,  # any SQLAlchemy URL instead, e.g. postgresql+psycopg://...
+        DATABASE_REPLICA_URLS=None,  # PostgreSQL replicas for the reads of GET requests
+        AUTO_MIGRATE=True,  # apply the migrations at start (once, under a lock)
         NOTE_TITLE_MAX=200,
         LOGIN_RATE_LIMIT="10/minute",  # POST /login per client address
     )
@@ -94,6 +97,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     os.makedirs(app.instance_path, exist_ok=True)
 
     db.init_app(app)
+    search.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
     shared.init_app(app, pages.login)
@@ -101,7 +105,8 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
 
-    with app.app_context():
-        db.ensure_schema()
+    if app.config["AUTO_MIGRATE"]:
+        with app.app_context():
+            db.upgrade_schema()
 
     return app

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from carboy import Blueprint, current_app, g, jsonify, request, url_for
 
-from . import live, queries, shared
+from . import live, queries, search, shared
 from .csrf import generate_csrf
 
 bp = Blueprint("api", __name__)
@@ -68,7 +68,7 @@ def stats() -> t.Any:
 @bp.get("/notes")
 @api_login_required
 def list_notes() -> t.Any:
-    rows = queries.notes_for(g.user["id"])
+    rows = queries.notes_for(g.user.id)
     return jsonify(notes=[queries.note_as_dict(r) for r in rows], count=len(rows))
 
 
@@ -86,11 +86,22 @@ def create_note() -> t.Any:
     if problem is not None:
         return error_body(400, problem)
     assert isinstance(title, str) and isinstance(body, str)
-    note_id = queries.add_note(g.user["id"], title.strip(), body, public=bool(public))
-    row = queries.note_for(g.user["id"], note_id)
+    note_id = queries.add_note(g.user.id, title.strip(), body, public=bool(public))
+    row = queries.note_for(g.user.id, note_id)
     assert row is not None
     location = url_for("api.get_note", note_id=note_id)
     return queries.note_as_dict(row), 201, {"Location": location}
+
+
+@bp.get("/search")
+@api_login_required
+def search_notes() -> t.Any:
+    """The signed-in user's notes holding every word of ``q`` (indexed after each commit)."""
+    query = request.args.get("q", "")
+    if len(query) > 1000:
+        return error_body(400, "The query is limited to 1000 characters.")
+    notes = search.search(g.user.id, query)
+    return jsonify(notes=[queries.note_as_dict(n) for n in notes], count=len(notes), q=query)
 
 
 @bp.get("/live")
@@ -105,7 +116,7 @@ def live_notes() -> t.Any:
 @bp.get(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @api_login_required
 def get_note(note_id: int) -> t.Any:
-    row = queries.note_for(g.user["id"], note_id)
+    row = queries.note_for(g.user.id, note_id)
     if row is None:
         return error_body(404, f"No note {note_id}.")
     return queries.note_as_dict(row)
@@ -114,6 +125,6 @@ def get_note(note_id: int) -> t.Any:
 @bp.delete(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @api_login_required
 def delete_note(note_id: int) -> t.Any:
-    if not queries.remove_note(g.user["id"], note_id):
+    if not queries.remove_note(g.user.id, note_id):
         return error_body(404, f"No note {note_id}.")
     return "", 204

@@ -99,7 +99,7 @@ def index() -> t.Any:
         return render_template("pages/welcome.html")
     return render_template(
         "pages/index.html",
-        notes=queries.notes_for(g.user["id"]),
+        notes=queries.notes_for(g.user.id),
         public_notes=queries.recent_public_notes(),
     )
 
@@ -113,7 +113,7 @@ def new_note() -> t.Any:
     if request.method == "POST":
         problem = queries.check_note_fields(title, body, current_app.config["NOTE_TITLE_MAX"])
         if problem is None:
-            note_id = queries.add_note(g.user["id"], title.strip(), body, public=public)
+            note_id = queries.add_note(g.user.id, title.strip(), body, public=public)
             flash("Note saved.", "success")
             return redirect(url_for("pages.show_note", note_id=note_id))
         flash(problem, "error")
@@ -123,7 +123,7 @@ def new_note() -> t.Any:
 @bp.get(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @login_required
 def show_note(note_id: int) -> t.Any:
-    note = queries.note_for(g.user["id"], note_id)
+    note = queries.note_for(g.user.id, note_id)
     if note is None:
         abort(404)
     return render_template("pages/note.html", note=note)
@@ -132,7 +132,7 @@ def show_note(note_id: int) -> t.Any:
 @bp.post(f"/notes/<int(max={queries.MAX_ID}):note_id>/delete")
 @login_required
 def delete_note(note_id: int) -> t.Any:
-    if not queries.remove_note(g.user["id"], note_id):
+    if not queries.remove_note(g.user.id, note_id):
         abort(404)
     flash("Note deleted.", "success")
     return redirect(url_for("pages.index"))

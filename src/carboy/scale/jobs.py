@@ -71,6 +71,8 @@ logger = logging.getLogger("carboy.scale.jobs")
 EXTENSION_KEY = "carboy.jobs"
 #: Where a session keeps the jobs waiting for its commit (``Session.info``).
 _PENDING = "carboy.jobs.pending"
+#: Where it keeps the inline jobs of a committed transaction until its connections are back.
+_INLINE = "carboy.jobs.inline"
 
 _DEFAULTS: dict[str, t.Any] = {
     "JOBS_QUEUE": "default",
@@ -266,16 +268,28 @@ def _listen() -> None:
 def _after_commit(session: OrmSession) -> None:
     pending = session.info.pop(_PENDING, None)
     if pending:
-        _send(pending, committed=True)
+        inline = [job for job in pending if job.app.config["JOBS_INLINE"]]
+        if inline:
+            session.info.setdefault(_INLINE, []).extend(inline)
+        queued = [job for job in pending if not job.app.config["JOBS_INLINE"]]
+        if queued:
+            _send(queued, committed=True)
 
 
 def _after_transaction_end(session: OrmSession, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
     # The outermost transaction ended without a commit (after_commit emptied the list when it
     # committed): a rollback, so its jobs are dropped.
-    if transaction.parent is None:
-        dropped = session.info.pop(_PENDING, None)
-        if dropped:
-            logger.debug("Dropped %d job(s) of a rolled-back transaction.", len(dropped))
+    dropped = session.info.pop(_PENDING, None)
+    if dropped:
+        logger.debug("Dropped %d job(s) of a rolled-back transaction.", len(dropped))
+    # PERF: inline jobs run here, once the committed transaction has given its connections
+    # back to the pool, not in after_commit: a job's own session needs a connection, and with
+    # every pooled connection held by a thread waiting for a second one, the pool deadlocks.
+    ready = session.info.pop(_INLINE, None)
+    if ready:
+        _run_inline(ready)
 
 
 def _send(pending: list[_Pending], *, committed: bool) -> None:
