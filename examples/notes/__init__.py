@@ -2,18 +2,21 @@
 
 Run it with the development server::
 
-    carboy --app examples.notes init-db   # optional: the schema is created on first start
-    carboy --app examples.notes run
+    carboy --app examples.notes run --debug
 
-or under gunicorn::
+or under gunicorn or uvicorn::
 
     gunicorn 'examples.notes:create_app()'
+    uvicorn --factory examples.notes:create_app
 
 Settings come, in increasing priority, from the built-in defaults, ``<instance>/config.py`` and
-``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...). By default
-the notes live in memory (SQLite's ``:memory:``) until the process ends; set ``DATABASE`` to a
-file path to keep them, and do so for a server with more than one worker process, as each
-process has its own memory.
+``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...). Notes are
+stored through Flask-SQLAlchemy, the schema made by Alembic migrations applied at start (see
+:mod:`examples.notes.db`): by default in SQLite in memory until the process ends; set
+``DATABASE`` to a file path to keep them (and do so for a server with more than one worker
+process, as each process has its own memory), or ``DATABASE_URL`` to a PostgreSQL URL.
+A public note appears live on the other users' pages (:mod:`examples.notes.live`); each note
+is indexed for search by a job sent after its commit (:mod:`examples.notes.search`).
 
 Every form and the JSON API are CSRF-protected by Flask-WTF's ``CSRFProtect``, unchanged (see
 :mod:`examples.notes.csrf`); the extensions import ``flask``, which the ``carboy.flask_compat``
