@@ -202,3 +202,24 @@ def test_carboy_run_serves_a_page(carboy_run_url: str) -> None:
     assert res.headers["content-type"].startswith("text/html")
     assert "<title>Log in · Notes</title>" in res.text
     assert httpx.get(carboy_run_url + "/api/notes", timeout=10.0).status_code == 401
+
+
+def test_the_app_refuses_to_load_after_the_real_flask(tmp_path: Path) -> None:
+    """The app runs Flask-WTF and the other extensions through carboy's ``flask`` alias:
+    imported after the real Flask, it stops with a message saying how to serve or test it;
+    imported first, it installs the alias itself (any server can load it)."""
+    env = server_env(tmp_path)
+    after = subprocess.run(
+        [sys.executable, "-c", "import flask; import examples.notes"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert after.returncode != 0
+    assert "the real Flask was imported first" in after.stderr
+    assert "carboy --app examples.notes run" in after.stderr
+    script = "import examples.notes, flask, carboy; print(flask.Flask is carboy.Carboy)"
+    first = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "True"

@@ -4,9 +4,10 @@ Run it with the development server::
 
     carboy --app examples.notes run --debug
 
-or under gunicorn or uvicorn::
+or under gunicorn (with threads: each open notes page holds a live stream, and so a thread)
+or uvicorn::
 
-    gunicorn 'examples.notes:create_app()'
+    gunicorn --threads 16 'examples.notes:create_app()'
     uvicorn --factory examples.notes:create_app
 
 Settings come, in increasing priority, from the built-in defaults, ``<instance>/config.py`` and

@@ -154,6 +154,36 @@ def served(tmp_path: Path, prefix: str) -> Iterator[Server]:
         yield server
 
 
+def test_served_by_one_uvicorn_worker_without_redis(tmp_path: Path) -> None:
+    """README's setup over real HTTP: one worker, no Redis, the in-process backend."""
+    port = free_port()
+    cmd = [*tool("uvicorn"), "--host", "127.0.0.1", "--port", str(port), "scale_example_app:app"]
+    env = {"CARBOY_SECRET_KEY": "one-worker", "CARBOY_BROADCAST_SSE_HEARTBEAT": "1.0"}
+    with Server(cmd, port, tmp_path / "server.log", env) as server:
+        server.wait_until_up("/api/stats")
+        base = server.base_url
+        with (
+            httpx.Client(base_url=base, timeout=10.0) as ada,
+            httpx.Client(base_url=base, timeout=10.0) as grace,
+        ):
+            for http, name in ((ada, "ada"), (grace, "grace")):
+                form = {"username": name, "password": "password1"}
+                assert http.post("/register", data=form, headers=csrf(http)).status_code == 302
+                assert http.post("/login", data=form, headers=csrf(http)).status_code == 302
+            token = csrf(ada)
+            with grace.stream("GET", "/api/live") as stream:
+                lines = stream.iter_lines()
+                assert next(lines).startswith("retry: ")
+                for title, public in (("hidden", False), ("for all", True)):
+                    res = ada.post(
+                        "/api/notes", json={"title": title, "public": public}, headers=token
+                    )
+                    assert res.status_code == 201
+                event = sse_data(lines)
+        assert (event["title"], event["author"]) == ("for all", "ada")
+        assert " 500 " not in server.output()
+
+
 def sse_data(lines: Iterator[str]) -> dict[str, t.Any]:
     """The next event's JSON data from an httpx line iterator, skipping comments (bounded)."""
     deadline = time.monotonic() + DEADLINE
