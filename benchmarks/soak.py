@@ -90,37 +90,58 @@ class Mix:
     statuses: tuple[int, ...]
 
 
-def _form_post(path: str, fields: dict[str, str]) -> Request:
+def _form_post(path: str, fields: dict[str, str], signed: tuple[str, str]) -> Request:
+    cookie, token = signed
     return Request(
         "POST",
         path,
         body=urllib.parse.urlencode(fields).encode(),
-        headers=(("Content-Type", "application/x-www-form-urlencoded"),),
+        headers=(
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie),
+            ("X-CSRFToken", token),
+        ),
     )
 
 
-def _session_cookie(answer: Answer) -> str:
+def _session_cookie(answer: Answer, kept: str | None = None) -> str:
+    """The session cookie *answer* sets, else *kept* (the session did not change)."""
     for name, value in answer.headers:
         if name == "set-cookie" and value.startswith("session="):
             return value.split(";", 1)[0]
-    raise RuntimeError(f"no session cookie in {answer.headers}")
+    if kept is None:
+        raise RuntimeError(f"no session cookie in {answer.headers}")
+    return kept
 
 
-def sign_in(port: int, username: str) -> str:
-    """Register *username* through the pages, log in, and return its ``session=...`` cookie."""
+def _csrf(port: int, cookie: str | None) -> tuple[str, str]:
+    """The session cookie and CSRF token after ``GET /api/csrf`` (the app refuses writes
+    without the token of their session: Flask-WTF)."""
+    headers = (("Cookie", cookie),) if cookie else ()
+    answer = ask(port, Request("GET", "/api/csrf", headers=headers))
+    if answer.status != 200:
+        raise RuntimeError(f"GET /api/csrf answered {answer.status}: {answer.body[:300]!r}")
+    return _session_cookie(answer, cookie), json.loads(answer.body)["csrf_token"]
+
+
+def sign_in(port: int, username: str) -> tuple[str, str]:
+    """Register *username* through the pages, log in, and return its ``session=...`` cookie
+    and the session's CSRF token."""
     fields = {"username": username, "password": PASSWORD}
+    cookie = None
     for path in ("/register", "/login"):
-        answer = ask(port, _form_post(path, fields))
+        answer = ask(port, _form_post(path, fields, _csrf(port, cookie)))
         if answer.status != 302:
             raise RuntimeError(f"POST {path} answered {answer.status}: {answer.body[:300]!r}")
-    return _session_cookie(answer)
+        cookie = _session_cookie(answer)
+    return _csrf(port, cookie)
 
 
-def _json_post(path: str, cookie: str, payload: dict[str, str]) -> Request:
+def _json_post(path: str, signed: tuple[str, str], payload: dict[str, str]) -> Request:
+    cookie, token = signed
     body = json.dumps(payload).encode()
-    return Request(
-        "POST", path, body=body, headers=(("Cookie", cookie), ("Content-Type", "application/json"))
-    )
+    headers = (("Cookie", cookie), ("X-CSRFToken", token), ("Content-Type", "application/json"))
+    return Request("POST", path, body=body, headers=headers)
 
 
 def prepare(port: int) -> Mix:
@@ -138,7 +159,7 @@ def prepare(port: int) -> Mix:
         if answer.status != 201:
             raise RuntimeError(f"creating a note answered {answer.status}: {answer.body[:300]!r}")
         first = first or json.loads(answer.body)["id"]
-    as_reader = (("Cookie", reader),)
+    as_reader = (("Cookie", reader[0]),)
     requests = (
         _json_post("/api/notes", writer, {"title": "soak", "body": "written under load"}),
         Request("GET", "/api/notes", headers=as_reader),

@@ -313,7 +313,7 @@ def test_public_names_are_read_from_carboys_init() -> None:
 # -- README -----------------------------------------------------------------------------------
 
 README_COMMANDS = [
-    "python3 -m venv .venv && .venv/bin/pip install -e . && "
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[example]' && "
     ".venv/bin/carboy --app examples.notes run --debug",
     "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
 ]

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from notes_http import csrf
+
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 30.0
 
@@ -130,19 +132,32 @@ def test_readme_first_command_serves_in_debug_mode_without_a_secret_key(tmp_path
 
 def test_gunicorn_serves_notes_end_to_end(gunicorn_url: str) -> None:
     with httpx.Client(base_url=gunicorn_url, timeout=10.0) as http:
+        # Every write without its session's CSRF token is refused (Flask-WTF's 400).
         res = http.post("/register", data={"username": "linus", "password": "penguin!"})
+        assert res.status_code == 400
+        assert "The CSRF token is missing." in res.text
+        res = http.post(
+            "/register", data={"username": "linus", "password": "penguin!"}, headers=csrf(http)
+        )
         assert res.status_code == 302
         assert res.headers["location"].endswith("/login")
 
-        res = http.post("/login", data={"username": "linus", "password": "wrong"})
+        res = http.post(
+            "/login", data={"username": "linus", "password": "wrong"}, headers=csrf(http)
+        )
         assert res.status_code == 200
         assert "Unknown username or wrong password." in res.text
 
-        res = http.post("/login", data={"username": "linus", "password": "penguin!"})
+        res = http.post(
+            "/login", data={"username": "linus", "password": "penguin!"}, headers=csrf(http)
+        )
         assert res.status_code == 302
         assert "session" in http.cookies
 
-        res = http.post("/notes/new", data={"title": "Over the wire", "body": "via gunicorn"})
+        token = csrf(http)  # the session's token, kept until it ends
+        res = http.post(
+            "/notes/new", data={"title": "Over the wire", "body": "via gunicorn"}, headers=token
+        )
         assert res.status_code == 302
         note_path = httpx.URL(res.headers["location"]).path
         page = http.get(note_path)
@@ -150,6 +165,8 @@ def test_gunicorn_serves_notes_end_to_end(gunicorn_url: str) -> None:
         assert "via gunicorn" in page.text
 
         res = http.post("/api/notes", json={"title": "JSON over the wire"})
+        assert res.status_code == 400 and res.json()["error"]["status"] == 400  # no token
+        res = http.post("/api/notes", json={"title": "JSON over the wire"}, headers=token)
         assert res.status_code == 201
         api_note = res.json()
 
@@ -171,7 +188,7 @@ def test_gunicorn_serves_notes_end_to_end(gunicorn_url: str) -> None:
         assert missing.status_code == 404
         assert "Page not found" in missing.text
 
-        res = http.post("/logout")
+        res = http.post("/logout", headers=token)
         assert res.status_code == 302
         res = http.get("/api/notes")
         assert res.status_code == 401
@@ -185,3 +202,24 @@ def test_carboy_run_serves_a_page(carboy_run_url: str) -> None:
     assert res.headers["content-type"].startswith("text/html")
     assert "<title>Log in · Notes</title>" in res.text
     assert httpx.get(carboy_run_url + "/api/notes", timeout=10.0).status_code == 401
+
+
+def test_the_app_refuses_to_load_after_the_real_flask(tmp_path: Path) -> None:
+    """The app runs Flask-WTF and the other extensions through carboy's ``flask`` alias:
+    imported after the real Flask, it stops with a message saying how to serve or test it;
+    imported first, it installs the alias itself (any server can load it)."""
+    env = server_env(tmp_path)
+    after = subprocess.run(
+        [sys.executable, "-c", "import flask; import examples.notes"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert after.returncode != 0
+    assert "the real Flask was imported first" in after.stderr
+    assert "carboy --app examples.notes run" in after.stderr
+    script = "import examples.notes, flask, carboy; print(flask.Flask is carboy.Carboy)"
+    first = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "True"

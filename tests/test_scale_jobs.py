@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import typing as t
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -176,6 +177,71 @@ def test_in_process_on_commit_rollback_savepoint_and_no_transaction() -> None:
     finally:
         queue.delete(delete_jobs=True)
         RECORDED.clear()
+
+
+def test_inline_jobs_run_after_commit_in_process_without_redis(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """JOBS_INLINE: no REDIS_URL needed; each job runs right after its commit, in this process,
+    in a new app context with the request id; a rollback drops it; a failing job is logged and
+    the commit stands."""
+    app = carboy.Carboy(__name__)
+    app.config.update(JOBS_INLINE=True)
+    jobs = Jobs(app)
+    assert "carboy.redis" not in app.extensions  # no connection layer was made
+    engine = create_engine("sqlite://")
+    make = sessionmaker(engine)
+    try:
+        with app.test_request_context(headers={"X-Request-ID": "inline"}):
+            with make() as session, session.begin():
+                session.execute(text("CREATE TABLE t (n INTEGER)"))
+                session.execute(text("INSERT INTO t VALUES (1)"))
+                jobs.enqueue_on_commit(session, record, 1)
+                assert RECORDED == []  # held until the commit
+            assert RECORDED == [(1, "inline", True)]
+            with pytest.raises(ZeroDivisionError), make() as session, session.begin():
+                session.execute(text("INSERT INTO t VALUES (2)"))
+                jobs.enqueue_on_commit(session, record, 2)
+                1 / 0  # noqa: B018
+            with make() as session:  # no transaction: run at once
+                jobs.enqueue_on_commit(session, record, 3)
+            assert RECORDED == [(1, "inline", True), (3, "inline", True)]
+            with caplog.at_level("ERROR", "carboy.scale.jobs"), make() as session:
+                with session.begin():
+                    session.execute(text("INSERT INTO t VALUES (4)"))
+                    jobs.enqueue_on_commit(session, fail, 4)
+                assert session.execute(text("SELECT COUNT(*) FROM t")).scalar_one() == 2
+            assert f"Inline job {__name__}:fail failed." in caplog.text
+            assert "ValueError: job 4" in caplog.text
+        result = app.test_cli_runner().invoke(args=["jobs", "worker", "--burst"])
+        assert result.exit_code != 0 and "JOBS_INLINE" in result.output
+        # A job that reads with a session of its own runs once the committed transaction has
+        # given its connection back: on a pool of one connection, it does not wait for it.
+        small = create_engine(
+            f"sqlite:///{tmp_path / 'one.sqlite'}", pool_size=1, max_overflow=0, pool_timeout=2
+        )
+        POOLS.append(small)
+        with app.app_context(), sessionmaker(small)() as session, session.begin():
+            session.execute(text("CREATE TABLE t (n INTEGER)"))
+            session.execute(text("INSERT INTO t VALUES (7)"))
+            jobs.enqueue_on_commit(session, read_rows, 0)
+        assert RECORDED[-1] == (7, "-", True)
+    finally:
+        RECORDED.clear()
+        POOLS.clear()
+
+
+def fail(n: int) -> None:
+    raise ValueError(f"job {n}")
+
+
+POOLS: list[t.Any] = []
+
+
+def read_rows(index: int) -> None:
+    with sessionmaker(POOLS[index])() as session:
+        value = session.execute(text("SELECT n FROM t")).scalar_one()
+    RECORDED.append((value, current_request_id() or "-", carboy.current_app.name == __name__))
 
 
 RECORDED: list[tuple[object, ...]] = []

@@ -2,18 +2,27 @@
 
 Run it with the development server::
 
-    carboy --app examples.notes init-db   # optional: the schema is created on first start
-    carboy --app examples.notes run
+    carboy --app examples.notes run --debug
 
-or under gunicorn::
+or under gunicorn (with threads: each open notes page holds a live stream, and so a thread)
+or uvicorn::
 
-    gunicorn 'examples.notes:create_app()'
+    gunicorn --threads 16 'examples.notes:create_app()'
+    uvicorn --factory examples.notes:create_app
 
 Settings come, in increasing priority, from the built-in defaults, ``<instance>/config.py`` and
-``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...). By default
-the notes live in memory (SQLite's ``:memory:``) until the process ends; set ``DATABASE`` to a
-file path to keep them, and do so for a server with more than one worker process, as each
-process has its own memory.
+``CARBOY_*`` environment variables (``CARBOY_SECRET_KEY``, ``CARBOY_DATABASE``...). Notes are
+stored through Flask-SQLAlchemy, the schema made by Alembic migrations applied at start (see
+:mod:`examples.notes.db`): by default in SQLite in memory until the process ends; set
+``DATABASE`` to a file path to keep them (and do so for a server with more than one worker
+process, as each process has its own memory), or ``DATABASE_URL`` to a PostgreSQL URL.
+A public note appears live on the other users' pages (:mod:`examples.notes.live`); each note
+is indexed for search by a job sent after its commit (:mod:`examples.notes.search`).
+
+Every form and the JSON API are CSRF-protected by Flask-WTF's ``CSRFProtect``, unchanged (see
+:mod:`examples.notes.csrf`); the extensions import ``flask``, which the ``carboy.flask_compat``
+alias makes carboy (importing this package installs it, and refuses to load if the real Flask
+was imported first).
 
 Shared state: set ``REDIS_URL`` (``CARBOY_REDIS_URL=redis://127.0.0.1:6379/0``, with carboy's
 ``redis`` extra installed: ``pip install 'carboy[redis]'``) and the sessions, the cached
@@ -34,9 +43,24 @@ from __future__ import annotations
 import os
 import typing as t
 
+try:
+    # Flask-WTF (and the other Flask extensions the app uses) import ``flask``: the alias makes
+    # that import give carboy's modules. ``carboy --app examples.notes ...`` and
+    # ``pytest -p carboy.flask_compat`` install it before the app is imported; importing it
+    # here installs it for any other server (``gunicorn 'examples.notes:create_app()'``).
+    import carboy.flask_compat  # noqa: F401
+except RuntimeError as exc:  # the real Flask was imported first in this process
+    raise RuntimeError(
+        "examples.notes runs its Flask extensions (Flask-WTF) on carboy through the"
+        " carboy.flask_compat alias, but the real Flask was imported first in this process."
+        " Serve it with `carboy --app examples.notes run`, import carboy.flask_compat before"
+        " anything imports flask, or test it with `pytest -p carboy.flask_compat`."
+    ) from exc
+
 from carboy import Carboy
 
-from . import api, db, errors, pages, shared
+from . import api, db, errors, live, pages, search, shared
+from .csrf import csrf
 
 #: The secret key of the built-in defaults: accepted only in debug or testing mode.
 DEV_SECRET_KEY = "dev"
@@ -55,6 +79,9 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     app.config.from_mapping(
         SECRET_KEY=DEV_SECRET_KEY,
         DATABASE=db.MEMORY,  # a file path keeps the notes across restarts
+        DATABASE_URL=None,  # any SQLAlchemy URL instead, e.g. postgresql+psycopg://...
+        DATABASE_REPLICA_URLS=None,  # PostgreSQL replicas for the reads of GET requests
+        AUTO_MIGRATE=True,  # apply the migrations at start (once, under a lock)
         NOTE_TITLE_MAX=200,
         LOGIN_RATE_LIMIT="10/minute",  # POST /login per client address
     )
@@ -74,12 +101,16 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Carboy:
     os.makedirs(app.instance_path, exist_ok=True)
 
     db.init_app(app)
+    search.init_app(app)
+    csrf.init_app(app)
     errors.init_app(app)
     shared.init_app(app, pages.login)
+    live.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
 
-    with app.app_context():
-        db.ensure_schema()
+    if app.config["AUTO_MIGRATE"]:
+        with app.app_context():
+            db.upgrade_schema()
 
     return app

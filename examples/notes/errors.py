@@ -8,6 +8,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from carboy import render_template, request
 
+from .csrf import CSRFError
+
 if t.TYPE_CHECKING:
     from carboy import Carboy
 
@@ -31,6 +33,14 @@ def too_many_requests(exc: HTTPException) -> t.Any:
         return {"error": {"status": 429, "message": message}}, 429, headers
     page = render_template("errors/429.html", message=exc.description, retry_after=retry_after)
     return page, 429, headers
+
+
+def csrf_failed(exc: CSRFError) -> t.Any:
+    """Flask-WTF's 400 for a write without a valid CSRF token: JSON under ``/api``, else a page
+    that says what to do (the form was probably open for too long, or its session ended)."""
+    if _wants_json():
+        return {"error": {"status": 400, "message": exc.description}}, 400
+    return render_template("errors/csrf.html", reason=exc.description), 400
 
 
 def server_error(exc: InternalServerError) -> t.Any:
@@ -57,4 +67,5 @@ def init_app(app: Carboy) -> None:
     app.errorhandler(HTTPException)(api_error)
     app.errorhandler(404)(not_found)
     app.errorhandler(429)(too_many_requests)
+    app.errorhandler(CSRFError)(csrf_failed)
     app.errorhandler(500)(server_error)

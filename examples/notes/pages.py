@@ -97,7 +97,11 @@ def logout() -> t.Any:
 def index() -> t.Any:
     if g.user is None:  # a first visit: what this is, and where to start
         return render_template("pages/welcome.html")
-    return render_template("pages/index.html", notes=queries.notes_for(g.user["id"]))
+    return render_template(
+        "pages/index.html",
+        notes=queries.notes_for(g.user.id),
+        public_notes=queries.recent_public_notes(),
+    )
 
 
 @bp.route("/notes/new", methods=["GET", "POST"])
@@ -105,20 +109,21 @@ def index() -> t.Any:
 def new_note() -> t.Any:
     title = request.form.get("title", "")
     body = request.form.get("body", "")
+    public = request.form.get("public") == "1"
     if request.method == "POST":
         problem = queries.check_note_fields(title, body, current_app.config["NOTE_TITLE_MAX"])
         if problem is None:
-            note_id = queries.add_note(g.user["id"], title.strip(), body)
+            note_id = queries.add_note(g.user.id, title.strip(), body, public=public)
             flash("Note saved.", "success")
             return redirect(url_for("pages.show_note", note_id=note_id))
         flash(problem, "error")
-    return render_template("pages/new_note.html", title=title, body=body)
+    return render_template("pages/new_note.html", title=title, body=body, public=public)
 
 
 @bp.get(f"/notes/<int(max={queries.MAX_ID}):note_id>")
 @login_required
 def show_note(note_id: int) -> t.Any:
-    note = queries.note_for(g.user["id"], note_id)
+    note = queries.note_for(g.user.id, note_id)
     if note is None:
         abort(404)
     return render_template("pages/note.html", note=note)
@@ -127,7 +132,7 @@ def show_note(note_id: int) -> t.Any:
 @bp.post(f"/notes/<int(max={queries.MAX_ID}):note_id>/delete")
 @login_required
 def delete_note(note_id: int) -> t.Any:
-    if not queries.remove_note(g.user["id"], note_id):
+    if not queries.remove_note(g.user.id, note_id):
         abort(404)
     flash("Note deleted.", "success")
     return redirect(url_for("pages.index"))

@@ -32,6 +32,14 @@ Redis round trip for all of a transaction's jobs. If Redis cannot be reached at 
 commit stands, the jobs are not sent, and an ERROR names each one (there is no outbox table:
 that is at most once, in an outage).
 
+Without Redis (development, tests, a single small process), ``JOBS_INLINE = True`` runs each
+job in the committing process instead, right after the commit, on the committing thread, in a
+new app context of the app, with the same request id: the same ordering guarantee (after the
+commit, never after a rollback), no queue and no worker. A job that raises is logged (ERROR,
+with its traceback) and does not undo or fail the commit, as a failed RQ job would not. The
+request that committed waits for its jobs, so keep inline jobs short. redis-py and RQ are not
+imported in this mode.
+
 .. versionadded:: 0.1
 """
 
@@ -43,16 +51,17 @@ import logging
 import typing as t
 
 import click
-import redis
-from rq import Queue, SimpleWorker
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction, scoped_session
 
-from .connection import RedisConnection, get_redis
-
 if t.TYPE_CHECKING:
+    from rq import Queue
+
     from ..app import Carboy
+
+# PERF: redis-py, RQ and the connection layer are imported where the queue is used, so an app
+# that runs its jobs inline (JOBS_INLINE) imports none of them.
 
 __all__ = ["Jobs", "current_request_id"]
 
@@ -62,10 +71,13 @@ logger = logging.getLogger("carboy.scale.jobs")
 EXTENSION_KEY = "carboy.jobs"
 #: Where a session keeps the jobs waiting for its commit (``Session.info``).
 _PENDING = "carboy.jobs.pending"
+#: Where it keeps the inline jobs of a committed transaction until its connections are back.
+_INLINE = "carboy.jobs.inline"
 
 _DEFAULTS: dict[str, t.Any] = {
     "JOBS_QUEUE": "default",
     "JOBS_REQUEST_ID_HEADER": "X-Request-ID",
+    "JOBS_INLINE": False,
 }
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -108,8 +120,9 @@ class Jobs:
     :param app: the app to register with now, or ``None`` to call :meth:`init_app` later.
 
     Config keys: ``JOBS_QUEUE`` (the RQ queue's name, ``"default"``), ``JOBS_REQUEST_ID_HEADER``
-    (the header a request's id is read from, ``"X-Request-ID"``), and the connection layer's
-    ``REDIS_URL``.
+    (the header a request's id is read from, ``"X-Request-ID"``), ``JOBS_INLINE`` (``False``;
+    ``True`` runs each job in the committing process right after the commit, without Redis:
+    see the module's docs), and the connection layer's ``REDIS_URL``.
 
     .. versionadded:: 0.1
     """
@@ -121,13 +134,16 @@ class Jobs:
 
     def init_app(self, app: Carboy) -> None:
         """Read the config, share the app's Redis connection layer (making one from
-        ``REDIS_URL`` if the app has none), and add the ``jobs worker`` command.
+        ``REDIS_URL`` if the app has none; not with ``JOBS_INLINE``), and add the ``jobs
+        worker`` command.
 
-        :raises ValueError: ``REDIS_URL`` is not set.
+        :raises ValueError: ``REDIS_URL`` is not set (and ``JOBS_INLINE`` is not true).
         """
         for key, value in _DEFAULTS.items():
             app.config.setdefault(key, value)
-        if "carboy.redis" not in app.extensions:
+        if not app.config["JOBS_INLINE"] and "carboy.redis" not in app.extensions:
+            from .connection import RedisConnection
+
             RedisConnection(app)
         app.extensions[EXTENSION_KEY] = self
         app.cli.add_command(_jobs_group)
@@ -135,6 +151,10 @@ class Jobs:
 
     def queue(self, app: Carboy | None = None) -> Queue:
         """The RQ queue (``JOBS_QUEUE``) on the app's Redis (this process's client)."""
+        from rq import Queue
+
+        from .connection import get_redis
+
         app = app or self._app()
         return Queue(app.config["JOBS_QUEUE"], connection=get_redis(app).sync)
 
@@ -151,6 +171,9 @@ class Jobs:
             must be picklable.
         :raises TypeError: *func* cannot be imported by name (a lambda or a nested function).
         :raises redis.RedisError: sent at once and Redis is unreachable.
+
+        With ``JOBS_INLINE`` the job runs in this process instead of being sent, at the same
+        moment (after the commit, or at once), and what it raises is logged, not raised.
 
         Mirrors Django's ``transaction.on_commit`` for a job queue.
         """
@@ -180,6 +203,10 @@ class Jobs:
         Jobs run one after another in this process (RQ's ``SimpleWorker``: no fork per job);
         run more worker processes for more at once.
         """
+        from rq import SimpleWorker
+
+        from .connection import get_redis
+
         global _worker_app
         _worker_app = app
         _install_log_filter()
@@ -195,6 +222,16 @@ def run(
     app = _worker_app
     if app is None:
         raise RuntimeError("Jobs run in `carboy --app APP jobs worker`, which sets their app.")
+    return _call(app, target, request_id, args, kwargs)
+
+
+def _call(
+    app: Carboy,
+    target: str,
+    request_id: str | None,
+    args: tuple[t.Any, ...],
+    kwargs: dict[str, t.Any],
+) -> t.Any:
     func = _resolve(target)
     token = _request_id.set(request_id)
     try:
@@ -202,6 +239,15 @@ def run(
             return func(*args, **kwargs)
     finally:
         _request_id.reset(token)
+
+
+def _run_inline(jobs: list[_Pending]) -> None:
+    """Run *jobs* here and now, one after another (``JOBS_INLINE``); log what they raise."""
+    for job in jobs:
+        try:
+            _call(job.app, job.target, job.request_id, job.args, job.kwargs)
+        except Exception:
+            logger.exception("Inline job %s failed.", job.target)
 
 
 # -- the transaction hooks ----------------------------------------------------------------------
@@ -222,16 +268,28 @@ def _listen() -> None:
 def _after_commit(session: OrmSession) -> None:
     pending = session.info.pop(_PENDING, None)
     if pending:
-        _send(pending, committed=True)
+        inline = [job for job in pending if job.app.config["JOBS_INLINE"]]
+        if inline:
+            session.info.setdefault(_INLINE, []).extend(inline)
+        queued = [job for job in pending if not job.app.config["JOBS_INLINE"]]
+        if queued:
+            _send(queued, committed=True)
 
 
 def _after_transaction_end(session: OrmSession, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
     # The outermost transaction ended without a commit (after_commit emptied the list when it
     # committed): a rollback, so its jobs are dropped.
-    if transaction.parent is None:
-        dropped = session.info.pop(_PENDING, None)
-        if dropped:
-            logger.debug("Dropped %d job(s) of a rolled-back transaction.", len(dropped))
+    dropped = session.info.pop(_PENDING, None)
+    if dropped:
+        logger.debug("Dropped %d job(s) of a rolled-back transaction.", len(dropped))
+    # PERF: inline jobs run here, once the committed transaction has given its connections
+    # back to the pool, not in after_commit: a job's own session needs a connection, and with
+    # every pooled connection held by a thread waiting for a second one, the pool deadlocks.
+    ready = session.info.pop(_INLINE, None)
+    if ready:
+        _run_inline(ready)
 
 
 def _send(pending: list[_Pending], *, committed: bool) -> None:
@@ -241,8 +299,17 @@ def _send(pending: list[_Pending], *, committed: bool) -> None:
         transaction has committed; raising would report a failure that did not happen).
     :raises redis.RedisError: not *committed* and Redis is unreachable.
     """
+    inline = [job for job in pending if job.app.config["JOBS_INLINE"]]
+    if inline:
+        _run_inline(inline)
+    queued = [job for job in pending if not job.app.config["JOBS_INLINE"]]
+    if not queued:
+        return
+    import redis
+    from rq import Queue
+
     by_queue: dict[tuple[int, int], list[_Pending]] = {}
-    for job in pending:
+    for job in queued:
         by_queue.setdefault((id(job.jobs), id(job.app)), []).append(job)
     for jobs in by_queue.values():
         queue = jobs[0].jobs.queue(jobs[0].app)
@@ -323,4 +390,6 @@ def _worker_command(ctx: click.Context, burst: bool) -> None:
     extension = app.extensions.get(EXTENSION_KEY)
     if extension is None:
         raise click.UsageError("This app has no Jobs extension: call Jobs(app) in it.")
+    if app.config["JOBS_INLINE"]:
+        raise click.UsageError("JOBS_INLINE is set: this app runs its jobs itself, after commit.")
     t.cast(Jobs, extension).work(app, burst=burst)

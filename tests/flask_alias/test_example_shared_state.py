@@ -25,12 +25,14 @@ import pytest
 
 from carboy import Carboy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from examples.notes import create_app, shared  # noqa: E402
+from notes_client import with_csrf_client  # noqa: E402
 
+from notes_http import csrf  # noqa: E402
 from redis_servers import MACHINE_URL, machine_redis_or_skip  # noqa: E402
 from servers import Server, free_port, tool  # noqa: E402
 
@@ -38,14 +40,16 @@ WORKERS = 3
 
 
 def make_app(tmp_path: Path, **config: object) -> Carboy:
-    return create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "shared-state-secret",
-            "INSTANCE_PATH": str(tmp_path / "instance"),
-            "DATABASE": str(tmp_path / "notes.sqlite"),
-            **config,
-        }
+    return with_csrf_client(
+        create_app(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "shared-state-secret",
+                "INSTANCE_PATH": str(tmp_path / "instance"),
+                "DATABASE": str(tmp_path / "notes.sqlite"),
+                **config,
+            }
+        )
     )
 
 
@@ -163,10 +167,11 @@ def test_readme_first_command_needs_no_redis(tmp_path: Path) -> None:
         import sys
         if sys.argv[1] == "blocked":
             sys.modules["redis"] = None
-        sys.path.insert(0, {str(ROOT)!r})
+        sys.path[:0] = [{str(ROOT)!r}, {str(Path(__file__).parent)!r}]
         from examples.notes import create_app
-        app = create_app({{"TESTING": True, "INSTANCE_PATH": {str(tmp_path / "inst")!r},
-                           "LOGIN_RATE_LIMIT": "2/minute"}})
+        from notes_client import with_csrf_client
+        app = with_csrf_client(create_app({{"TESTING": True, "LOGIN_RATE_LIMIT": "2/minute",
+                                            "INSTANCE_PATH": {str(tmp_path / "inst")!r}}}))
         c = app.test_client()
         assert c.post("/register", data={{"username": "a", "password": "pass1"}}).status_code == 302
         assert c.post("/login", data={{"username": "a", "password": "pass1"}}).status_code == 302
@@ -282,7 +287,8 @@ def served(tmp_path: Path, prefix: str) -> Iterator[tuple[Server, Path]]:
         "CARBOY_LOGIN_RATE_LIMIT": "6/minute",
     }
     with Server(cmd, port, tmp_path / "server.log", env) as server:
-        server.wait_until_up("/login")
+        # Not a page: each anonymous page view with a form starts a session (its CSRF token).
+        server.wait_until_up("/api/stats")
         yield server, database
 
 
@@ -304,9 +310,10 @@ def test_served_by_gunicorn_the_workers_share_sessions_limits_and_the_cache(
 ) -> None:
     server, database = served
     with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
-        res = http.post("/register", data={"username": "linus", "password": "penguin!"})
+        form = {"username": "linus", "password": "penguin!"}
+        res = http.post("/register", data=form, headers=csrf(http))
         assert res.status_code == 302
-        res = http.post("/login", data={"username": "linus", "password": "penguin!"})
+        res = http.post("/login", data=form, headers=csrf(http))
         assert res.status_code == 302
         login_worker = res.headers["X-Worker-Pid"]
         redis = machine_redis_or_skip()
@@ -330,7 +337,9 @@ def test_served_by_gunicorn_the_workers_share_sessions_limits_and_the_cache(
         )
         assert {r.status_code for r in later} == {304}
         # ...and forgotten by all of them when a worker writes a note.
-        assert http.post("/api/notes", json={"title": "over the wire"}).status_code == 201
+        token = csrf(http)
+        res = http.post("/api/notes", json={"title": "over the wire"}, headers=token)
+        assert res.status_code == 201
         fresh = across_workers(http, "GET", "/api/stats")
         assert len({r.text for r in fresh}) == 1
         assert fresh[0].json()["notes"] == 2
@@ -338,7 +347,12 @@ def test_served_by_gunicorn_the_workers_share_sessions_limits_and_the_cache(
         # The login limit (6/minute per address) counts on Redis: the login above was one, so
         # exactly 5 of 12 more attempts get through, whichever workers answer.
         attempts = across_workers(
-            http, "POST", "/login", count=12, data={"username": "linus", "password": "wrong"}
+            http,
+            "POST",
+            "/login",
+            count=12,
+            data={"username": "linus", "password": "wrong"},
+            headers=token,
         )
         codes = [r.status_code for r in attempts]
         assert codes.count(200) == 5, codes

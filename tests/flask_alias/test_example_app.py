@@ -1,7 +1,14 @@
-"""In-process tests of the example notes service (examples/notes) through the test client."""
+"""In-process tests of the example notes service (examples/notes) through the test client.
+
+They run under the ``carboy.flask_compat`` alias (tests/test_flask_alias.py runs this folder in
+a pytest process of its own): the app uses Flask-WTF, which imports ``flask``. The test client
+sends the session's CSRF token with every write (notes_client.py), as the app's forms do; the
+tests of the protection itself send none, or a wrong one.
+"""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import threading
@@ -9,12 +16,24 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples.notes import create_app  # noqa: E402
-from examples.notes.db import get_db  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from examples.notes import create_app as create_notes_app  # noqa: E402
+from examples.notes.db import db  # noqa: E402
+from notes_client import with_csrf_client  # noqa: E402
+
+
+def sql(statement, **params):
+    """Run *statement* on the app context's ``db.session``."""
+    return db.session.execute(sa.text(statement), params)
+
+
+def create_app(test_config=None):
+    """The app, whose test client sends the CSRF token with each write (notes_client.py)."""
+    return with_csrf_client(create_notes_app(test_config))
 
 
 @pytest.fixture
@@ -48,6 +67,59 @@ def signed_up(client, username="ada", password="lovelace1"):
     return client
 
 
+# -- CSRF (Flask-WTF's CSRFProtect, unchanged) --------------------------------------------------
+
+
+def form_token(html: str) -> str:
+    match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', html)
+    assert match, html
+    return match.group(1)
+
+
+def test_the_forms_and_the_api_are_csrf_protected_by_flask_wtf(app):
+    from flask_wtf.csrf import CSRFProtect
+
+    assert isinstance(app.extensions["csrf"], CSRFProtect)
+    client = app.test_client()
+    credentials = {"username": "ada", "password": "lovelace1"}
+    # A form sent without its token: Flask-WTF's 400, before the view writes anything.
+    res = client.post("/register", data=credentials, csrf=False)
+    assert res.status_code == 400
+    assert b"The CSRF token is missing." in res.data and b"Form expired" in res.data
+    # With the token of the page's own form it goes through, as a browser sends it.
+    page = client.get("/register").get_data(as_text=True)
+    res = client.post("/register", data={**credentials, "csrf_token": form_token(page)}, csrf=False)
+    assert res.status_code == 302
+    # A token that is not this session's is refused too.
+    other = app.test_client()
+    foreign = form_token(other.get("/login").get_data(as_text=True))
+    res = client.post("/login", data={**credentials, "csrf_token": foreign}, csrf=False)
+    assert res.status_code == 400 and b"The CSRF token" in res.data
+    page = client.get("/login").get_data(as_text=True)
+    res = client.post("/login", data={**credentials, "csrf_token": form_token(page)}, csrf=False)
+    assert res.status_code == 302
+    # Logged in: the new-note form and logout need the token too (the login renewed it).
+    res = client.post("/notes/new", data={"title": "forged"}, csrf=False)
+    assert res.status_code == 400
+    page = client.get("/notes/new").get_data(as_text=True)
+    res = client.post(
+        "/notes/new", data={"title": "mine", "csrf_token": form_token(page)}, csrf=False
+    )
+    assert res.status_code == 302
+    # The JSON API, authenticated by the same cookie: the X-CSRFToken header, or a JSON 400.
+    res = client.post("/api/notes", json={"title": "forged"}, csrf=False)
+    assert res.status_code == 400 and res.is_json
+    assert res.get_json()["error"] == {"status": 400, "message": "The CSRF token is missing."}
+    assert client.delete("/api/notes/1", csrf=False).status_code == 400
+    token = client.get("/api/csrf").get_json()["csrf_token"]
+    res = client.post("/api/notes", json={"title": "sent"}, headers={"X-CSRFToken": token})
+    assert res.status_code == 201
+    titles = [n["title"] for n in client.get("/api/notes").get_json()["notes"]]
+    assert titles == ["sent", "mine"]  # nothing forged was written
+    assert client.post("/logout", csrf=False).status_code == 400
+    assert client.get("/api/notes").status_code == 200  # still logged in
+
+
 def test_factory_creates_instance_folder_and_schema(app, tmp_path):
     assert Path(app.instance_path) == tmp_path / "instance"
     assert Path(app.instance_path).is_dir()
@@ -56,7 +128,9 @@ def test_factory_creates_instance_folder_and_schema(app, tmp_path):
     assert app.config["SECRET_KEY"] == "test-secret"
     with sqlite3.connect(db_path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        heads = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"account", "note"} <= tables
+    assert heads == [("0003",)]  # made by the migrations, up to the latest
 
 
 def test_default_database_is_in_memory_shared_by_threads_and_per_app(tmp_path):
@@ -71,7 +145,7 @@ def test_default_database_is_in_memory_shared_by_threads_and_per_app(tmp_path):
 
     def other_thread() -> None:
         with app.app_context():
-            seen.extend(r[0] for r in get_db().execute("SELECT username FROM account"))
+            seen.extend(r[0] for r in sql("SELECT username FROM account"))
 
     thread = threading.Thread(target=other_thread)
     thread.start()
@@ -81,73 +155,64 @@ def test_default_database_is_in_memory_shared_by_threads_and_per_app(tmp_path):
 
     other = create_app({"INSTANCE_PATH": str(tmp_path / "other"), "TESTING": True})
     with other.app_context():
-        assert get_db().execute("SELECT COUNT(*) FROM account").fetchone()[0] == 0
+        assert sql("SELECT COUNT(*) FROM account").fetchone()[0] == 0
 
 
 def test_in_memory_writers_wait_for_each_other(tmp_path):
     """Two connections to the in-memory database lock as files do: a second writer waits
-    for the first to commit (its timeout), rather than failing at once."""
+    for the first to commit (its timeout), rather than failing at once. (Each thread has a
+    connection of its own: SQLite's memdb VFS, not one connection shared by all threads.)"""
     app = create_app({"INSTANCE_PATH": str(tmp_path / "inst"), "TESTING": True})
     with app.app_context():
-        first = get_db()
+        assert not isinstance(db.engine.pool, sa.pool.StaticPool)
+        first = db.engine.raw_connection()
         first.execute("BEGIN IMMEDIATE")
         first.execute("INSERT INTO account (username, password_hash) VALUES ('a', 'x')")
         done: list[int] = []
 
         def second_writer() -> None:
             with app.app_context():
-                conn = get_db()
-                conn.execute("INSERT INTO account (username, password_hash) VALUES ('b', 'x')")
-                conn.commit()
-                done.append(conn.execute("SELECT COUNT(*) FROM account").fetchone()[0])
+                sql("INSERT INTO account (username, password_hash) VALUES ('b', 'x')")
+                db.session.commit()
+                done.append(sql("SELECT COUNT(*) FROM account").fetchone()[0])
 
         thread = threading.Thread(target=second_writer)
         thread.start()
         thread.join(0.2)
         assert thread.is_alive() and done == []  # waiting on the first writer's lock
         first.commit()
+        first.close()
         thread.join()
     assert done == [2]
 
 
-def test_workers_booting_together_make_the_schema_once(tmp_path):
-    """A server's workers each build the app on a new database file at the same time. One
-    that finds no tables while another is making them must wait for it and keep what it
-    made: checking and creating the schema are one step. (Before, the later worker dropped
-    the first one's tables, or failed to boot on 'table account already exists'.)"""
+def test_workers_booting_together_migrate_the_schema_once(tmp_path):
+    """A server's workers each build the app on a new database file at the same time: the
+    migrations run once (a file lock next to the database; one process at a time), the
+    others wait and find the database at the head, and every worker boots. (Without the lock
+    the later ones failed on 'table account already exists'.)"""
     path = tmp_path / "notes.sqlite"
-    other = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # another worker, in the middle of making the schema
-        other.execute(
-            "CREATE TABLE account (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
-            " joined_at TEXT NOT NULL DEFAULT (datetime('now')))"
-        )
-        booted: list[object] = []
+    booted: list[object] = []
+    start = threading.Barrier(3)
 
-        def boot() -> None:
-            try:
-                booted.append(create_app({"DATABASE": str(path), "TESTING": True}))
-            except Exception as exc:  # reported by the assertion below
-                booted.append(exc)
+    def boot() -> None:
+        start.wait()
+        try:
+            booted.append(create_app({"DATABASE": str(path), "TESTING": True}))
+        except BaseException as exc:  # reported by the assertion below (SystemExit included)
+            booted.append(exc)
 
-        thread = threading.Thread(target=boot)
+    threads = [threading.Thread(target=boot) for _ in range(3)]
+    for thread in threads:
         thread.start()
-        thread.join(0.5)  # it reaches the database and waits for the lock
-        other.execute("INSERT INTO account (username, password_hash) VALUES ('early', 'x')")
-        other.execute(
-            "CREATE TABLE note (id INTEGER PRIMARY KEY AUTOINCREMENT, owner_id INTEGER NOT NULL"
-            " REFERENCES account (id) ON DELETE CASCADE, title TEXT NOT NULL,"
-            " body TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL DEFAULT (datetime('now')))"
-        )
-        other.execute("COMMIT")
-        thread.join(10.0)
-        assert not thread.is_alive()
-        assert len(booted) == 1 and not isinstance(booted[0], Exception), booted
-        assert other.execute("SELECT username FROM account").fetchall() == [("early",)]
-    finally:
-        other.close()
+    for thread in threads:
+        thread.join(30.0)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(booted) == 3 and not any(isinstance(b, BaseException) for b in booted), booted
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"account", "note", "note_word"} <= tables
 
 
 def test_prefixed_env_overrides_defaults(monkeypatch, tmp_path):
@@ -162,10 +227,11 @@ def test_prefixed_env_overrides_defaults(monkeypatch, tmp_path):
 
 def test_connection_is_shared_per_context_and_closed_on_teardown(app):
     with app.app_context():
-        conn = get_db()
-        assert get_db() is conn
-    with pytest.raises(sqlite3.ProgrammingError):
-        conn.execute("SELECT 1")
+        session = db.session()
+        assert db.session() is session  # one session per app context
+        conn = session.connection()
+        assert session.connection() is conn
+    assert conn.closed  # the session was removed, its connection given back
 
 
 def test_register_then_login_flow(client):
@@ -350,38 +416,6 @@ def test_a_write_does_not_wait_for_readers_of_the_database_file(client, app):
         writer.join()
 
 
-def test_no_write_lock_is_held_between_a_requests_statements(client, app):
-    """Each write commits by itself, inside SQLite: between two statements of a request
-    (while Python code runs, and threads switch) the write lock is free for other workers.
-    A lock held from an INSERT to a later commit() made writers under load wait out their
-    busy timeout and answer 500 'database is locked'."""
-    other = sqlite3.connect(app.config["DATABASE"], timeout=0, isolation_level=None)
-    held_at: list[str] = []
-
-    def try_to_write(statement: str) -> None:
-        try:
-            other.execute("BEGIN IMMEDIATE")  # takes the write lock, or fails at once
-        except sqlite3.OperationalError:
-            held_at.append(statement)
-        else:
-            other.execute("ROLLBACK")
-
-    @app.before_request
-    def watch_statements() -> None:
-        get_db().set_trace_callback(try_to_write)
-
-    try:
-        signed_up(client)
-        assert client.post("/api/notes", json={"title": "one"}).status_code == 201
-        form = {"title": "two", "body": ""}
-        assert client.post("/notes/new", data=form).status_code == 302
-        assert client.delete("/api/notes/1").status_code == 204
-        assert held_at == []
-        assert [r[0] for r in other.execute("SELECT title FROM note")] == ["two"]
-    finally:
-        other.close()
-
-
 def test_json_api_validates_input(client):
     signed_up(client)
     res = client.post("/api/notes", data="not json", content_type="application/json")
@@ -474,5 +508,5 @@ def test_init_db_command_resets_data(app, client):
     assert result.exit_code == 0, result.output
     assert "Empty notes database ready" in result.output
     with app.app_context():
-        assert get_db().execute("SELECT COUNT(*) FROM note").fetchone()[0] == 0
-        assert get_db().execute("SELECT COUNT(*) FROM account").fetchone()[0] == 0
+        assert sql("SELECT COUNT(*) FROM note").fetchone()[0] == 0
+        assert sql("SELECT COUNT(*) FROM account").fetchone()[0] == 0
