@@ -71,6 +71,13 @@ def test_broadcast_reaches_clients_on_the_other_worker(
                     clients[pid] = (client, got, arrived)
             assert len(clients) == 2, f"every client landed on one worker\n{server.output()}"
             (pid_a, (a, got_a, arrived_a)), (pid_b, (b, got_b, arrived_b)) = clients.items()
+            # Each worker's message-queue listener subscribes in a background thread started
+            # with its first client; Redis pub/sub delivers only to channels already
+            # subscribed (at most once), so wait until both workers listen.
+            deadline = time.monotonic() + 10
+            while redis_client.pubsub_numsub(channel)[0][1] < 2:
+                assert time.monotonic() < deadline, f"not both workers subscribed to {channel}"
+                time.sleep(0.02)
             a.emit("say", {"text": "hello from a"})  # type: ignore[attr-defined]
             assert arrived_b.wait(10), f"the other worker's client got nothing\n{server.output()}"
             assert arrived_a.wait(10)
