@@ -7,6 +7,9 @@
   as CSRF tokens travel as they do for a person): first visit, register, wrong password, log
   in, create a note, list it, log out, a second user opening the first user's note, a missing
   page.
+* :func:`test_public_note_appears_in_another_users_open_tab` (issue 21's live view of the
+  example): a note shared by one user appears in another user's open tab, and a private one
+  does not.
 * :func:`test_message_crosses_workers_in_a_browser` (issue 21): ``served_apps/realtime_app.py``
   under uvicorn with 2 workers on the machine's Redis (database 15, a key prefix of this run,
   deleted afterwards). Two tabs open its ``/page/<channel>`` page, whose script connects the
@@ -259,6 +262,58 @@ def test_notes_in_a_browser(browser: WebDriver, shots: Shots, notes_url: str) ->
     shots("missing-page")
     assert heading(d) == "Page not found"
     assert "There is nothing at /no/such/page." in d.find_element(By.TAG_NAME, "main").text
+
+
+def live_titles(driver: WebDriver) -> list[str]:
+    return [s.text for s in driver.find_elements(By.CSS_SELECTOR, "#live-notes li span")]
+
+
+def test_public_note_appears_in_another_users_open_tab(
+    browser: WebDriver, shots: Shots, notes_url: str
+) -> None:
+    """Issue 21's live view of the example: Bob's notes page is open in one tab; Alice, in
+    another tab (another origin, ``localhost`` against ``127.0.0.1``, so the two tabs keep
+    separate session cookies), writes a shared note and a private one. Bob's tab shows the
+    shared title without a reload (Server-Sent Events on the in-process broadcast of the
+    embedded default, one worker), and never the private one."""
+    d = browser
+    bob_tab = d.current_window_handle
+    go(d, notes_url + "/register")
+    fill_credentials(d, "bob", "bob-pass")
+    fill_credentials(d, "bob", "bob-pass")
+    assert heading(d) == "Your notes" and live_titles(d) == []
+    # The stream is subscribed before its first bytes, and EventSource is OPEN only once they
+    # arrived: from then on nothing published can be missed.
+    wait_until(d, "Bob's live stream", lambda d: d.execute_script("return source.readyState") == 1)
+    bob_page = d.find_element(By.TAG_NAME, "html")
+
+    d.switch_to.new_window("tab")
+    alice_url = notes_url.replace("127.0.0.1", "localhost")
+    go(d, alice_url + "/register")
+    fill_credentials(d, "alice", "alice-pass")
+    fill_credentials(d, "alice", "alice-pass")
+    assert d.find_element(By.ID, "who").text == "alice"
+    for title, shared in (("Kept to myself", False), ("<b>Shared</b> with everyone", True)):
+        go(d, alice_url + "/notes/new")
+        form = d.find_element(By.CSS_SELECTOR, "main form")
+        form.find_element(By.NAME, "title").send_keys(title)
+        form.find_element(By.NAME, "body").send_keys("The body stays with Alice.")
+        if shared:
+            form.find_element(By.NAME, "public").click()
+        submit(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+        assert flashes(d) == ["Note saved."]
+    shots("alice-wrote-two-notes")
+
+    d.switch_to.window(bob_tab)
+    wait_until(d, "the shared title in Bob's tab", lambda d: live_titles(d) != [])
+    shots("bob-sees-the-shared-note")
+    assert live_titles(d) == ["<b>Shared</b> with everyone"]  # as text, and only that one
+    assert d.find_elements(By.CSS_SELECTOR, "#live-notes b") == []
+    assert "by alice" in d.find_element(By.ID, "live-notes").text
+    assert "The body stays with Alice." not in d.page_source
+    assert d.find_element(By.TAG_NAME, "html") == bob_page  # no reload happened
+    assert d.find_element(By.ID, "who").text == "bob"
+    d.get("about:blank")  # close the stream while the server runs
 
 
 # -- realtime across workers (issue 21) -------------------------------------------------------
