@@ -4,6 +4,7 @@
     python benchmarks/db.py --quick         # a smoke run, under a minute; figures are noisy
     python benchmarks/db.py --check         # serve every stack and check its answers; no load
     python benchmarks/db.py --json /tmp/db.json --markdown /tmp/db.md
+    python benchmarks/db.py --cleanup       # drop the schemas of killed runs (none running)
 
 The scenarios follow the published TechEmpower rules (``/db``, ``/queries``, ``/fortunes``,
 ``/updates``), on a World table of 10,000 rows (``id``, ``randomnumber`` in 1..10,000) and a
@@ -18,11 +19,14 @@ dropped at the end, also when the run fails:
 * **updates**: 20 rows read one by one, each given a new random number, written back (one
   executemany, in id order) in the same transaction, answered as a list.
 
-Four stacks serve them, all started at once, each from one granian worker pinned to core 0
-(``benchmarks/servers.py``), the same pool size everywhere (``--pool``, 8):
+Five stacks serve them (``benchmarks/db_apps/``), all started at once, each from one granian
+worker pinned to core 0 (``benchmarks/servers.py``), the same pool size everywhere
+(``--pool``, 8):
 
 * ``carboy-sync``: carboy, ``def`` views, SQLAlchemy 2 Core on an engine registered with
   ``carboy.scale.database.Database``; granian WSGI with ``--threads`` (8) blocking threads;
+* ``carboy-fsa``: the Flask app's code below, unchanged, on carboy (``carboy.flask_compat``);
+  granian WSGI, the same threads;
 * ``flask``: Flask 3.1 + Flask-SQLAlchemy 3.1 models and ``db.session``; granian WSGI, the
   same threads;
 * ``carboy-async``: carboy, ``async def`` views, psycopg 3's ``AsyncConnectionPool``;
@@ -37,7 +41,9 @@ Then for each scenario: a warm-up load of each stack, and ``--repeats`` rounds o
 ``-t1 -c32`` on core 1 (``benchmarks/wrk.py``: each load is bounded in time). Reported: each
 stack's median round, every round, p50/p99 of the median round, errors; and for each carboy
 stack the ratio of its req/s to Flask's and to Starlette's, per round (same moment) and the
-median of those. PostgreSQL is not pinned: it shares both cores with everything else.
+median of those; and the worker's CPU time per request (user + system, every thread, read
+around each round), steadier than req/s when the machine is busy, and its ratios.
+PostgreSQL is not pinned: it shares both cores with everything else.
 """
 
 from __future__ import annotations
@@ -101,6 +107,15 @@ def create_tables(url: str) -> str:
         conn.execute(f"ANALYZE {schema}.world")
         conn.execute(f"ANALYZE {schema}.fortune")
     return schema
+
+
+def leftover_schemas(url: str) -> list[str]:
+    """The schemas of runs that could not drop theirs (killed with SIGKILL, say)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'dbbench\\_%' ORDER BY 1"
+        ).fetchall()
+    return [name for (name,) in rows]
 
 
 def drop_tables(url: str, schema: str) -> None:
@@ -311,8 +326,8 @@ def check_served(servers: dict[str, Server], table: Table, full: bool) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    duration: float = 5.0
-    repeats: int = 5
+    duration: float = 3.0
+    repeats: int = 7
     warmup: float = 2.0
     connections: int = 32
     #: granian WSGI's blocking threads (the ASGI stacks run their views on one event loop).
@@ -360,13 +375,21 @@ def load_scenario(
     keys = list(servers)
     request = scenario.request
 
+    cpu_us: dict[str, list[float]] = {k: [] for k in keys}
+
     def one(key: str, seconds: float) -> wrk.Load:
-        url = servers[key].url
-        return wrk.run(url, request, seconds, settings.connections, settings.client_cpu)
+        server = servers[key]
+        before = _cpu_seconds(server)
+        load = wrk.run(server.url, request, seconds, settings.connections, settings.client_cpu)
+        if load.requests:
+            cpu_us[key].append((_cpu_seconds(server) - before) / load.requests * 1e6)
+        return load
 
     if settings.warmup > 0:
         for key in keys:
             one(key, settings.warmup)
+    for key in keys:
+        cpu_us[key].clear()  # only the timed rounds count
     rounds: dict[str, list[wrk.Load]] = {k: [] for k in keys}
     for index in range(settings.repeats):
         shift = index % len(keys)
@@ -384,6 +407,8 @@ def load_scenario(
             "p99_ms": median.p99_ms,
             "errors": sum(x.non_2xx + x.socket_errors for x in loads),
             "requests": sum(x.requests for x in loads),
+            "cpu_us_median": statistics.median(cpu_us[key]) if cpu_us[key] else None,
+            "cpu_us_rounds": cpu_us[key],
         }
     for key in keys:
         if not BY_KEY[key].is_carboy:
@@ -395,52 +420,82 @@ def load_scenario(
             ratios = [a / b for a, b in zip(mine, theirs, strict=True) if b > 0]
             results[key][f"ratio_to_{base}"] = statistics.median(ratios) if ratios else None
             results[key][f"ratio_to_{base}_rounds"] = ratios
+            mine, theirs = results[key]["cpu_us_median"], results[base]["cpu_us_median"]
+            results[key][f"cpu_ratio_to_{base}"] = mine / theirs if mine and theirs else None
     return results
+
+
+def _cpu_seconds(server: Server) -> float:
+    """CPU time (user + system, every thread) the server's worker has used, in seconds."""
+    assert server.worker is not None
+    times = server.worker.cpu_times()
+    return float(times.user + times.system)
 
 
 # -- the report ---------------------------------------------------------------------------------
 
 
+def _table(
+    loads: dict[str, t.Any], heading: str, columns: list[str], cell: t.Callable[[t.Any, str], str]
+) -> list[str]:
+    lines = [
+        "",
+        f"| {heading} | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, served in loads.items():
+        cells = [cell(served, c) for c in columns]
+        lines.append(f"| {SCENARIO_BY_NAME[name].title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _figure(value: t.Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def markdown(results: dict[str, t.Any]) -> str:
-    """The req/s table and the ratio table, in Markdown."""
+    """The tables: req/s, req/s ratios, worker CPU per request, CPU ratios, every round."""
     loads = results.get("endtoend", {})
     if not loads:
         return "(checks only: no load was run)\n"
     keys = [s.key for s in STACKS if any(s.key in v for v in loads.values())]
-    lines = [
-        "| scenario | " + " | ".join(keys) + " |",
-        "|---|" + "---:|" * len(keys),
-    ]
-    for name, served in loads.items():
-        cells = [f"{served[k]['rps_median']:,.0f}" if k in served else "-" for k in keys]
-        lines.append(f"| {SCENARIO_BY_NAME[name].title} | " + " | ".join(cells) + " |")
-    ratio_cols = [
-        (k, base) for k in keys if BY_KEY[k].is_carboy for base in BASELINES if base in keys
-    ]
-    if ratio_cols:
-        lines += [
-            "",
-            "| scenario | " + " | ".join(f"{k} ÷ {b}" for k, b in ratio_cols) + " |",
-            "|---|" + "---:|" * len(ratio_cols),
-        ]
-        for name, served in loads.items():
-            cells = []
-            for k, b in ratio_cols:
-                value = served.get(k, {}).get(f"ratio_to_{b}")
-                cells.append("-" if value is None else f"{value:.2f}")
-            lines.append(f"| {SCENARIO_BY_NAME[name].title} | " + " | ".join(cells) + " |")
+    pairs = [f"{k} ÷ {b}" for k in keys if BY_KEY[k].is_carboy for b in BASELINES if b in keys]
+
+    def entry(served: t.Any, column: str, field: str) -> t.Any:
+        if " ÷ " in column:
+            key, base = column.split(" ÷ ")
+            return served.get(key, {}).get(f"{field}_to_{base}")
+        return served.get(column, {}).get(field)
+
+    lines = ["req/s (median round; above: more)"]
+    lines += _table(
+        loads, "scenario", keys, lambda s, c: _figure(entry(s, c, "rps_median"), ",.0f")
+    )
+    if pairs:
+        lines += ["", "req/s ratios (median of the rounds' ratios; above 1: carboy serves more)"]
+        lines += _table(loads, "scenario", pairs, lambda s, c: _figure(entry(s, c, "ratio"), ".2f"))
+    lines += ["", "worker CPU per request, µs (median round; PostgreSQL's own CPU not included)"]
+    lines += _table(
+        loads, "scenario", keys, lambda s, c: _figure(entry(s, c, "cpu_us_median"), ".0f")
+    )
+    if pairs:
+        lines += ["", "worker CPU per request ratios (below 1: carboy spends less)"]
+        lines += _table(
+            loads, "scenario", pairs, lambda s, c: _figure(entry(s, c, "cpu_ratio"), ".2f")
+        )
     lines += [
         "",
-        "| scenario | stack | req/s rounds | p50 ms | p99 ms | errors |",
-        "|---|---|---|---:|---:|---:|",
+        "| scenario | stack | req/s rounds | CPU µs/request rounds | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
     for name, served in loads.items():
         for k in keys:
             if k in served:
                 e = served[k]
                 rounds = ", ".join(f"{r:.0f}" for r in e["rps_rounds"])
+                cpu = ", ".join(f"{r:.0f}" for r in e["cpu_us_rounds"])
                 lines.append(
-                    f"| {name} | {k} | {rounds} | {e['p50_ms']:.2f} | {e['p99_ms']:.2f} "
+                    f"| {name} | {k} | {rounds} | {cpu} | {e['p50_ms']:.2f} | {e['p99_ms']:.2f} "
                     f"| {e['errors']} |"
                 )
     return "\n".join(lines) + "\n"
@@ -495,9 +550,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=defaults.connections)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="granian WSGI")
     parser.add_argument("--pool", type=int, default=defaults.pool, help="connections per pool")
+    parser.add_argument(
+        "--cleanup", action="store_true", help="drop the schemas killed runs left; no run"
+    )
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
     args = parser.parse_args(argv)
+    if args.cleanup:
+        for schema in leftover_schemas(args.url):
+            drop_tables(args.url, schema)
+            print(f"dropped {schema}")
+        return 0
     stacks = [BY_KEY.get(k.strip()) for k in args.stacks.split(",") if k.strip()]
     scenarios = [SCENARIO_BY_NAME.get(k.strip()) for k in args.scenarios.split(",") if k.strip()]
     if None in stacks or not stacks:

@@ -126,6 +126,7 @@ def test_every_stack_answers_every_scenario_and_the_tables_are_dropped(
         assert set(served) == set(BY_KEY)
         for key, entry in served.items():
             assert entry["errors"] == 0 and entry["requests"] > 0, (key, entry)
+            assert entry["cpu_us_median"] > 0, (key, entry)  # the worker's CPU was read
         for key in ("carboy-sync", "carboy-fsa", "carboy-async"):
             assert served[key]["ratio_to_flask"] > 0 and served[key]["ratio_to_starlette"] > 0
     with psycopg.connect(URL, connect_timeout=5) as conn:
