@@ -18,7 +18,7 @@ it got. Rounds alternate (carboy, socketio, carboy, ...) on one channel each; th
 per side, the medians over the rounds of p50, p99 and deliveries per second, the clients that
 got every message in order, the deliveries missing at the end, and the ratios carboy/socketio::
 
-    python benchmarks/realtime_socketio.py   # 1000 clients, 2 workers, 1000 at 2/s, 3+3 rounds
+    python benchmarks/realtime_socketio.py   # 1000 clients, 2 workers, 1000 at 5/s, 3+3 rounds
     python benchmarks/realtime_socketio.py --rate 0   # unpaced: what each side delivers flat out
     python benchmarks/realtime_socketio.py --clients 20 --messages 20 --rounds 1 --json out.json
 
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0, help="messages a second; 0: unpaced")
+    parser.add_argument("--rate", type=float, default=5.0, help="messages a second; 0: unpaced")
     parser.add_argument("--pad", type=int, default=40, help="bytes of filler per message")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side")
     parser.add_argument(
