@@ -48,17 +48,18 @@ REDIS_URL = "redis://127.0.0.1:6379/15"
 APP = "realtime_app:app"
 
 
-def command(server: str, port: int, workers: int) -> list[str]:
+def command(server: str, port: int, workers: int, app: str = APP) -> list[str]:
+    """The command line that serves *app* (``module:attribute``) with *workers* workers."""
     if server == "granian":
         return [
             *tool("granian"),
             *("--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", str(workers), "--log-level", "warning", APP),
+            *("--workers", str(workers), "--log-level", "warning", app),
         ]
     return [
         *tool("uvicorn"),
         *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
-        *("--log-level", "warning", APP),
+        *("--log-level", "warning", app),
     ]
 
 
@@ -107,18 +108,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                     "round": n + 1,
                     "server": args.server,
                     "workers": args.workers,
-                    "clients": result.clients,
-                    "messages": result.messages,
-                    "rate": args.rate,
-                    "complete": result.complete,
-                    "p50_ms": round(result.ms(0.5), 1),
-                    "p90_ms": round(result.ms(0.9), 1),
-                    "p99_ms": round(result.ms(0.99), 1),
-                    "max_ms": round(result.ms(1.0), 1),
-                    "deliveries_per_s": round(len(result.latencies) / result.seconds),
-                    "worker_cpu_s": round(worker_cpu(server) - cpu, 1),
-                    "client_cpu_s": round(result.client_cpu, 1),
-                    "per_worker": sorted(result.workers.values()),
+                    **measured(result, args.rate, worker_cpu(server) - cpu),
                 }
                 rounds.append(figures)
                 print(json.dumps(figures), flush=True)
@@ -126,6 +116,26 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         for key in client.scan_iter(prefix + "*"):
             client.delete(key)
     return rounds
+
+
+def measured(result: FanOut, rate: float, worker_cpu_s: float) -> dict[str, object]:
+    """The figures of one round (*rate*: messages a second; *worker_cpu_s*: the servers')."""
+    return {
+        "clients": result.clients,
+        "messages": result.messages,
+        "rate": rate,
+        "complete": result.complete,
+        "missing": result.missing,
+        "disordered": result.disordered,
+        "p50_ms": round(result.ms(0.5), 1),
+        "p90_ms": round(result.ms(0.9), 1),
+        "p99_ms": round(result.ms(0.99), 1),
+        "max_ms": round(result.ms(1.0), 1),
+        "deliveries_per_s": round(len(result.latencies) / result.seconds),
+        "worker_cpu_s": round(worker_cpu_s, 1),
+        "client_cpu_s": round(result.client_cpu, 1),
+        "per_worker": sorted(result.workers.values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,18 +93,27 @@ class WSClient(asyncio.Protocol):
                     self.opened.set_exception(ConnectionError(f"handshake {event.status_code}"))
                 continue
             if event.opcode is Opcode.TEXT:
-                text = event.data.decode()
-                if not self.hello.done():
-                    self.hello.set_result(text)
-                elif self.on_text is not None:
-                    self.on_text(text, now)
-                else:
-                    self.frames.append(text)
+                self.text_received(event.data.decode(), now)
             elif event.opcode is Opcode.CLOSE and self.close_code is None:
                 self.close_code = protocol.close_rcvd.code if protocol.close_rcvd else None
         pending = protocol.data_to_send()
         if pending and self.transport is not None:
             self.transport.write(b"".join(pending))
+
+    def text_received(self, text: str, now: float) -> None:
+        """One text frame, received at *now* (``time.time()``); a subclass that speaks a
+        protocol over WebSocket (:mod:`benchmarks.realtime_socketio`) overrides it."""
+        if not self.hello.done():
+            self.hello.set_result(text)
+        elif self.on_text is not None:
+            self.on_text(text, now)
+        else:
+            self.frames.append(text)
+
+    def send_text(self, text: str) -> None:
+        """Queue a text frame; :meth:`data_received` flushes it after the frames it handles."""
+        assert self.protocol is not None
+        self.protocol.send_text(text.encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -173,6 +182,10 @@ class FanOut:
     seconds: float
     #: Client process CPU seconds during the publishing.
     client_cpu: float
+    #: Deliveries that had not arrived when the round ended (each message a client lacks).
+    missing: int = 0
+    #: Clients that got some message after a later one, or one twice.
+    disordered: int = 0
 
     def ms(self, q: float) -> float:
         """The *q* quantile (0..1) of :attr:`latencies`, in milliseconds."""
@@ -191,11 +204,12 @@ class FanOut:
 
 
 def paced(publish: t.Callable[[str], t.Any], count: int, rate: float, pad: int = 0) -> None:
-    """Call ``publish("<n>:<time.time()>:<pad>")`` *count* times, *rate* a second."""
+    """Call ``publish("<n>:<time.time()>:<pad>")`` *count* times, *rate* a second (``0``: as
+    fast as *publish* returns)."""
     start = time.perf_counter()
     filler = "x" * pad
     for n in range(count):
-        delay = start + n / rate - time.perf_counter()
+        delay = start + n / rate - time.perf_counter() if rate > 0 else 0.0
         if delay > 0:
             time.sleep(delay)
         publish(f"{n}:{time.time():.6f}:{filler}")
@@ -210,10 +224,16 @@ async def fan_out(
     rate: float,
     pad: int = 0,
     on_connected: t.Callable[[], t.Any] | None = None,
+    client: type[WSClient] = WSClient,
+    drain: float = 30.0,
 ) -> FanOut:
     """Connect *clients* WebSocket clients to *ws_url* (each must send a ``hello <pid>`` frame
     once subscribed, then forward the channel), publish *messages* timestamped messages at
-    *rate* a second from a thread with *publish*, and measure what each client received."""
+    *rate* a second from a thread with *publish*, and measure what each client received.
+
+    *client* is the connection class (:class:`WSClient`, or a subclass that speaks a protocol
+    over the socket and reports the same hello and messages). The round ends when every
+    client has the last message, or *drain* seconds after the last publish."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     received: list[list[int]] = [[] for _ in range(clients)]
@@ -238,7 +258,7 @@ async def fan_out(
 
     async def connect(i: int) -> WSClient:
         async with gate:
-            return await WSClient.connect(ws_url, receiver(i))
+            return await client.connect(ws_url, receiver(i))
 
     conns = await asyncio.gather(*(connect(i) for i in range(clients)))
     workers: dict[str, int] = {}
@@ -254,12 +274,13 @@ async def fan_out(
         await publisher
         # Every client has its last message soon after it was published; a client that lost
         # one is reported (complete < clients) rather than waited for.
-        await asyncio.wait(done, timeout=30)
+        await asyncio.wait(done, timeout=drain)
     finally:
         for conn in conns:
             conn.close()
     seconds = time.time() - started
     expected = list(range(messages))
+    wanted = set(expected)
     return FanOut(
         clients=clients,
         messages=messages,
@@ -268,4 +289,6 @@ async def fan_out(
         latencies=sorted(latencies),
         seconds=seconds,
         client_cpu=time.process_time() - cpu,
+        missing=sum(len(wanted - set(got)) for got in received),
+        disordered=sum(got != sorted(set(got)) for got in received),
     )
