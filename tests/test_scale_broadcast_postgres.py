@@ -327,9 +327,9 @@ def served(log: Path, table: str, prefix: str, workers: int = 2) -> Iterator[Ser
     cmd = [
         *tool("uvicorn"),
         *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
-        *("--log-level", "warning", "realtime_pg_app:app"),
+        *("--log-level", "warning", "realtime_app:app"),
     ]
-    env = {"RT_PG_URL": PG_URL, "RT_TABLE": table, "RT_PREFIX": prefix}
+    env = {"RT_BACKEND": "postgres", "RT_PG_URL": PG_URL, "RT_TABLE": table, "RT_PREFIX": prefix}
     with Server(cmd, port, log, env) as server:
         server.wait_until_up("/pid")
         yield server
@@ -341,7 +341,7 @@ def test_a_publish_through_one_worker_reaches_clients_of_both(pg: Env, tmp_path:
 
     async def main() -> None:
         with served(tmp_path / "uvicorn.log", pg.table, pg.prefix) as server:
-            url = server.ws_url + "/ws/room"
+            url = server.ws_url + "/ws/room?ids=1"
             clients = [await WSClient.connect(url) for _ in range(4)]
             for _ in range(30):  # new connections until both workers have one
                 pids = {(await c.hello).split()[1] for c in clients}

@@ -1,7 +1,10 @@
 """A broadcast served by several workers, for tests/test_scale_realtime.py.
 
-Environment: ``RT_REDIS_URL`` (the ``REDIS_URL``), ``RT_PREFIX`` (the key prefix of this run),
-``RT_BACKEND`` (``streams`` or ``pubsub``) and optionally ``RT_MAXLEN``, ``RT_BLOCK``.
+Environment: ``RT_PREFIX`` (the key prefix of this run), ``RT_BACKEND`` (``streams``,
+``pubsub`` or ``postgres``), ``RT_REDIS_URL`` (the ``REDIS_URL``; without it nothing is
+recorded in Redis), for ``postgres`` ``RT_PG_URL`` and ``RT_TABLE``
+(``BROADCAST_POSTGRES_URL`` and ``_TABLE``, for tests/test_scale_broadcast_postgres.py), and
+optionally ``RT_MAXLEN``, ``RT_BLOCK``.
 
 * ``POST /publish/<channel>`` (sync view) and ``POST /apublish/<channel>`` (``async def``)
   publish the request body; they answer the message id;
@@ -10,8 +13,8 @@ Environment: ``RT_REDIS_URL`` (the ``REDIS_URL``), ``RT_PREFIX`` (the key prefix
   subscribed); ``?queue=N&policy=close|drop_oldest`` set the slow-consumer bound and policy,
   ``?ids=1`` sends each message as ``<id> <data>``, ``?last_id=`` resumes. When the helper
   returns, a JSON record of the connection (pid, why it ended, its counters) is pushed to the
-  Redis list ``<prefix>closed``;
-* every gap a reader reports is pushed, with the time, to ``<prefix>gaps``;
+  Redis list ``<prefix>closed`` (with ``RT_REDIS_URL``);
+* every gap a reader reports is pushed, with the time, to ``<prefix>gaps`` (likewise);
 * ``POST /drain?pid=<pid>``: ``close_all(1012)`` in that worker (409 from the others);
 * ``GET /pid``: the worker's pid;
 * ``GET /page/<channel>``: an HTML page for a browser (tests/test_example_browser.py): it opens
@@ -33,10 +36,15 @@ from carboy.scale.broadcast import Broadcast, Gap, Message, Subscription
 from carboy.scale.connection import get_redis
 
 PREFIX = os.environ["RT_PREFIX"]
+REDIS_URL = os.environ.get("RT_REDIS_URL")
 
 app = carboy.Carboy(__name__)
+if REDIS_URL:
+    app.config["REDIS_URL"] = REDIS_URL
+if "RT_PG_URL" in os.environ:
+    app.config["BROADCAST_POSTGRES_URL"] = os.environ["RT_PG_URL"]
+    app.config["BROADCAST_POSTGRES_TABLE"] = os.environ["RT_TABLE"]
 app.config.update(
-    REDIS_URL=os.environ["RT_REDIS_URL"],
     BROADCAST_BACKEND=os.environ.get("RT_BACKEND", "streams"),
     BROADCAST_KEY_PREFIX=PREFIX,
     BROADCAST_MAXLEN=int(os.environ.get("RT_MAXLEN", "10000")),
@@ -47,9 +55,14 @@ app.config.update(
 )
 
 
+async def record(name: str, entry: dict[str, t.Any]) -> None:
+    """Push *entry* to the Redis list ``<prefix><name>`` for the test to read (with Redis)."""
+    if REDIS_URL:
+        await get_redis(app).aio.rpush(PREFIX + name, json.dumps(entry))
+
+
 async def record_gap(gap: Gap) -> None:
-    entry = {"time": time.time(), "pid": os.getpid(), **gap.as_dict()}
-    await get_redis(app).aio.rpush(PREFIX + "gaps", json.dumps(entry))
+    await record("gaps", {"time": time.time(), "pid": os.getpid(), **gap.as_dict()})
 
 
 broadcast = Broadcast(app, on_gap=record_gap)
@@ -112,7 +125,7 @@ async def ws(channel: str) -> None:
         on_gap=on_gap,
     )
     sub = opened[0] if opened else None
-    record = {
+    closed = {
         "pid": os.getpid(),
         "channel": channel,
         "reason": reason,
@@ -121,7 +134,7 @@ async def ws(channel: str) -> None:
         "peak": sub.peak if sub else 0,
         "queue_size": sub.queue_size if sub else 0,
     }
-    await get_redis(app).aio.rpush(PREFIX + "closed", json.dumps(record))
+    await record("closed", closed)
 
 
 PAGE = """<!doctype html>
