@@ -62,6 +62,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -130,16 +131,10 @@ def run_schema(url: str, pool: int) -> Iterator[str]:
     schema is dropped on exit."""
     schema = create_tables(url)
     env = {common.ENV_URL: url, common.ENV_SCHEMA: schema, common.ENV_POOL: str(pool)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield schema
+        with mock.patch.dict(os.environ, env):
+            yield schema
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         drop_tables(url, schema)
 
 

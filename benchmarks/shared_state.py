@@ -60,6 +60,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -612,17 +613,10 @@ def run_prefix(url: str) -> Iterator[str]:
     """A fresh key prefix in the environment (read by the apps, here and in served workers),
     whose keys are deleted on exit."""
     prefix = f"ssbench-{uuid.uuid4().hex[:10]}:"
-    saved = {k: os.environ.get(k) for k in (ENV_REDIS, ENV_PREFIX)}
-    os.environ[ENV_REDIS] = url
-    os.environ[ENV_PREFIX] = prefix
     try:
-        yield prefix
+        with mock.patch.dict(os.environ, {ENV_REDIS: url, ENV_PREFIX: prefix}):
+            yield prefix
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         delete_keys(url, prefix)
 
 
