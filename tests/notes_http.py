@@ -10,6 +10,17 @@ from __future__ import annotations
 import httpx
 
 
+def sign_in(http: httpx.Client, username: str, password: str) -> httpx.Response:
+    """Register *username* through the pages, then log in; return the login's response (a
+    302). Each write carries the session's token."""
+    form = {"username": username, "password": password}
+    res = http.post("/register", data=form, headers=csrf(http))
+    assert res.status_code == 302, res.text
+    res = http.post("/login", data=form, headers=csrf(http))
+    assert res.status_code == 302, res.text
+    return res
+
+
 def csrf(http: httpx.Client) -> dict[str, str]:
     """The ``X-CSRFToken`` header of *http*'s current session (made if it has none)."""
     res = http.get("/api/csrf")

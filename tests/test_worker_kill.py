@@ -27,7 +27,7 @@ import httpx
 import psutil
 import pytest
 
-from notes_http import csrf
+from notes_http import csrf, sign_in
 from servers import Server, free_port, tool, wait_for
 
 WRITES = 2_000
@@ -104,11 +104,7 @@ def log_in(base_url: str, username: str) -> tuple[httpx.Cookies, dict[str, str]]
     """Register *username* through the pages; return the signed-in session cookie and the
     session's CSRF header (the app refuses writes without it)."""
     with httpx.Client(base_url=base_url, timeout=10.0) as http:
-        form = {"username": username, "password": PASSWORD}
-        res = http.post("/register", data=form, headers=csrf(http))
-        assert res.status_code == 302, res.text
-        res = http.post("/login", data=form, headers=csrf(http))
-        assert res.status_code == 302, res.text
+        sign_in(http, username, PASSWORD)
         token = csrf(http)
         assert "session" in http.cookies
         return http.cookies, token

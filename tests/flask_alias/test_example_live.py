@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from examples.notes import create_app, live  # noqa: E402
 from notes_client import with_csrf_client  # noqa: E402
 
-from notes_http import csrf  # noqa: E402
+from notes_http import csrf, sign_in  # noqa: E402
 from redis_servers import MACHINE_URL, machine_redis_or_skip  # noqa: E402
 from servers import Server, free_port, tool  # noqa: E402
 
@@ -167,9 +167,7 @@ def test_served_by_one_uvicorn_worker_without_redis(tmp_path: Path) -> None:
             httpx.Client(base_url=base, timeout=10.0) as grace,
         ):
             for http, name in ((ada, "ada"), (grace, "grace")):
-                form = {"username": name, "password": "password1"}
-                assert http.post("/register", data=form, headers=csrf(http)).status_code == 302
-                assert http.post("/login", data=form, headers=csrf(http)).status_code == 302
+                sign_in(http, name, "password1")
             token = csrf(ada)
             with grace.stream("GET", "/api/live") as stream:
                 lines = stream.iter_lines()
@@ -203,9 +201,7 @@ def test_with_redis_a_note_made_on_one_worker_reaches_a_stream_held_on_another(
         httpx.Client(base_url=base, timeout=10.0) as grace,
     ):
         for http, name in ((ada, "ada"), (grace, "grace")):
-            form = {"username": name, "password": "password1"}
-            assert http.post("/register", data=form, headers=csrf(http)).status_code == 302
-            assert http.post("/login", data=form, headers=csrf(http)).status_code == 302
+            sign_in(http, name, "password1")
         token = csrf(ada)
         with grace.stream("GET", "/api/live") as stream:
             assert stream.status_code == 200

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 from examples.notes import create_app, shared  # noqa: E402
 from notes_client import with_csrf_client  # noqa: E402
 
-from notes_http import csrf  # noqa: E402
+from notes_http import csrf, sign_in  # noqa: E402
 from redis_servers import MACHINE_URL, machine_redis_or_skip  # noqa: E402
 from servers import Server, free_port, tool  # noqa: E402
 
@@ -310,11 +310,7 @@ def test_served_by_gunicorn_the_workers_share_sessions_limits_and_the_cache(
 ) -> None:
     server, database = served
     with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
-        form = {"username": "linus", "password": "penguin!"}
-        res = http.post("/register", data=form, headers=csrf(http))
-        assert res.status_code == 302
-        res = http.post("/login", data=form, headers=csrf(http))
-        assert res.status_code == 302
+        res = sign_in(http, "linus", "penguin!")
         login_worker = res.headers["X-Worker-Pid"]
         redis = machine_redis_or_skip()
         (key,) = redis.scan_iter(match=f"{prefix}:session:*")
